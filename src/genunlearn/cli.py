@@ -1,0 +1,271 @@
+"""The ``genunlearn`` command line (click).
+
+Every user error is reported as one line on stderr with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from genunlearn.errors import GenUnlearnError
+
+
+def _parse_classes(value: str) -> tuple[int, ...]:
+    try:
+        classes = tuple(int(v) for v in value.split(",") if v.strip() != "")
+    except ValueError:
+        raise click.BadParameter(f"expected class labels like '1' or '1,7', got {value!r}") from None
+    if not classes:
+        raise click.BadParameter("no forget class given")
+    return classes
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="genunlearn")
+def cli() -> None:
+    """genunlearn: make a trained generative model forget a class, feature or samples.
+
+    \b
+    Typical use:
+      genunlearn demo                                  # the main job on the bundled MNIST VAE
+      genunlearn unlearn --forget 1 --method uno --out runs/uno
+      genunlearn methods                               # the registered algorithms
+    """
+
+
+@cli.command()
+@click.option("--evaluate", is_flag=True, help="Also measure test ELBO / accuracy of bundled and authors' weights.")
+def models(evaluate: bool) -> None:
+    """List the registered models (and optionally evaluate their weights)."""
+    from genunlearn.models.registry import MODELS
+
+    for spec in MODELS.values():
+        click.echo(f"{spec.name:18s} {spec.kind:10s} {spec.description}")
+    if evaluate:
+        from genunlearn.experiments.model_eval import evaluate_all
+
+        click.echo("")
+        click.echo(evaluate_all())
+
+
+@cli.command()
+def methods() -> None:
+    """List the registered unlearning methods."""
+    from genunlearn.methods import METHODS
+
+    for name, cls in METHODS.items():
+        flag = " [classifier]" if cls.uses_classifier else ""
+        click.echo(f"{name:10s} {cls.summary}{flag}")
+
+
+@cli.command()
+@click.argument("model", type=click.Choice(["vae", "classifier"]))
+@click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
+@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier).")
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default=None,
+    help="Default: constant (vae), cosine (classifier).",
+)
+@click.option("--bn/--no-bn", "use_bn", default=True, show_default=True, help="Classifier: apply bn1.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
+@click.option("--resume/--no-resume", default=True, show_default=True)
+def train(
+    model: str,
+    dataset: str,
+    data_dir: str | None,
+    epochs: int | None,
+    batch_size: int,
+    lr: float,
+    lr_schedule: str | None,
+    use_bn: bool,
+    seed: int,
+    device: str,
+    out: str,
+    resume: bool,
+) -> None:
+    """Train an original model (the paper's MNIST VAE or classifier)."""
+    from genunlearn.train import TrainConfig
+    from genunlearn.train import train as run_train
+
+    is_vae = model == "vae"
+    config = TrainConfig(
+        model=model,
+        dataset=dataset,
+        data_dir=data_dir,
+        epochs=epochs or (200 if is_vae else 20),
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        use_bn=use_bn,
+        lr_schedule=lr_schedule or ("constant" if is_vae else "cosine"),
+        device=device,
+    )
+    record = run_train(config, out, resume=resume)
+    click.echo(json.dumps(record["final"]))
+    click.echo(f"weights: {Path(out) / 'model.safetensors'}")
+
+
+@cli.command()
+@click.option("--model", "model_name", default="mnist-vae", show_default=True, help="Registered model name.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Weights (default: bundled).")
+@click.option("--forget", "forget", default="1", show_default=True, help="Class(es) to forget, e.g. 1 or 1,7.")
+@click.option("--method", default="uno", show_default=True, help="See `genunlearn methods`.")
+@click.option("--steps", type=int, default=530, show_default=True, help="Maximum number of updates.")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--beta-o", type=float, default=1e3, show_default=True, help="Orthogonality weight.")
+@click.option("--beta-h", type=float, default=1e3, show_default=True, help="Classifier-term weight (hat methods).")
+@click.option("--alpha", type=float, default=1e-8, show_default=True, help="Threshold of the hat KL (eq. 9).")
+@click.option(
+    "--hat-kind",
+    type=click.Choice(["bernoulli", "categorical"]),
+    default="bernoulli",
+    show_default=True,
+    help="Paper eq. 9 or the reference code's categorical KL.",
+)
+@click.option("--orthogonality", type=click.Choice(["cos", "dot"]), default="cos", show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option(
+    "--optimizer",
+    type=click.Choice(["adam", "sgd"]),
+    default="adam",
+    show_default=True,
+    help="adam: reference code; sgd: the paper's update rules.",
+)
+@click.option(
+    "--loss-reduction",
+    type=click.Choice(["sum", "mean"]),
+    default="sum",
+    show_default=True,
+    help="sum: reference code; mean: the paper's equations.",
+)
+@click.option(
+    "--bn-mode",
+    type=click.Choice(["train", "eval"]),
+    default="train",
+    show_default=True,
+    help="BatchNorm during unlearning (train: reference code).",
+)
+@click.option("--stop-at", type=float, default=0.02, show_default=True, help="Forget-fraction threshold.")
+@click.option("--early-stop/--no-early-stop", default=True, show_default=True)
+@click.option("--monitor-samples", type=int, default=1024, show_default=True, help="Fixed latents of the monitor.")
+@click.option("--monitor-mode", type=click.Choice(["train", "eval"]), default="eval", show_default=True)
+@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None)
+@click.option("--fid-samples", type=int, default=0, show_default=True, help="Samples for FID (0: skip).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def unlearn(
+    model_name: str,
+    checkpoint: str | None,
+    forget: str,
+    method: str,
+    steps: int,
+    lr: float,
+    beta_o: float,
+    beta_h: float,
+    alpha: float,
+    hat_kind: str,
+    orthogonality: str,
+    batch_size: int,
+    optimizer: str,
+    loss_reduction: str,
+    bn_mode: str,
+    stop_at: float,
+    early_stop: bool,
+    monitor_samples: int,
+    monitor_mode: str,
+    classifier_checkpoint: str | None,
+    fid_samples: int,
+    seed: int,
+    device: str,
+    out: str,
+    quiet: bool,
+) -> None:
+    """Make a model forget a class; writes summary.json, log.csv and model.safetensors into --out."""
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.mnist import MnistUnlearnSpec, unlearn_to_dir
+    from genunlearn.loop import UnlearnConfig
+
+    if model_name != "mnist-vae":
+        raise ConfigError(f"unlearn supports --model mnist-vae for now, got {model_name!r}")
+    if monitor_samples < 1:
+        raise ConfigError("--monitor-samples must be >= 1")
+    spec = MnistUnlearnSpec(
+        forget=_parse_classes(forget),
+        checkpoint=checkpoint,
+        classifier_checkpoint=classifier_checkpoint,
+        monitor_samples=monitor_samples,
+        monitor_mode=monitor_mode,
+        fid_samples=fid_samples,
+        device=device,
+    )
+    config = UnlearnConfig(
+        method=method,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        loss_reduction=loss_reduction,
+        bn_mode=bn_mode,
+        beta_o=beta_o,
+        beta_h=beta_h,
+        orthogonality=orthogonality,
+        hat_kind=hat_kind,
+        alpha=alpha,
+        stop_at=stop_at,
+        early_stop=early_stop,
+        seed=seed,
+    ).validate()
+    summary = unlearn_to_dir(spec, config, out, progress=not quiet)
+    keys = [
+        "method",
+        "status",
+        "steps_run",
+        "updates_to_unlearn",
+        "time_to_unlearn_s",
+        "time_per_step_s",
+        "forget_fraction_initial",
+        "forget_fraction_final",
+        "fid_original",
+        "fid_final",
+    ]
+    for k in keys:
+        v = summary.get(k)
+        click.echo(f"{k:24s} {v:.4g}" if isinstance(v, float) else f"{k:24s} {v}")
+    click.echo(f"outputs in {out}/ (summary.json, log.csv, model.safetensors)")
+    if summary["status"].startswith("diverged"):
+        raise GenUnlearnError(summary["status"])
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning genunlearn errors into one line and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except GenUnlearnError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The forget monitor: what fraction of samples generated from fixed latents is classified as forgotten.
+
+Never touches gradients and leaves the model as it found it (mode and BatchNorm buffers), so that
+monitoring does not change the run it observes. Two settings are standard in genunlearn:
+
+- reference: 128 latents fixed per run, generator in train mode (BatchNorm batch statistics), as the
+  UNO authors' code;
+- robust: >= 1,024 latents fixed per seed, generator in eval mode, with a Wilson confidence interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from genunlearn.errors import ConfigError
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n`` (95% by default).
+
+    >>> lo, hi = wilson_interval(0, 1024); round(lo, 4), round(hi, 4)
+    (0.0, 0.0037)
+    """
+    if n <= 0:
+        raise ValueError("n must be positive")
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class MonitorReading:
+    """One measurement: ``fraction`` of ``n`` samples classified into a forget class, CI and class counts."""
+
+    fraction: float
+    count: int
+    n: int
+    ci_low: float
+    ci_high: float
+    class_counts: tuple[int, ...]
+
+
+@dataclass
+class ForgetMonitor:
+    """Forget fraction of samples generated from fixed latents.
+
+    Attributes:
+        generate: ``generate(model, latents) -> samples``.
+        classifier: samples -> class logits.
+        latents: the fixed latents (drawn once per run or seed).
+        forget_classes: classes counted as forgotten.
+        mode: ``"train"`` (BatchNorm batch statistics, the reference setting) or ``"eval"``.
+        num_classes: classifier's number of classes.
+        batch_size: generation batch size (in train mode the whole set is one batch, as in the reference).
+    """
+
+    generate: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    classifier: nn.Module
+    latents: torch.Tensor
+    forget_classes: Sequence[int]
+    mode: str = "eval"
+    num_classes: int = 10
+    batch_size: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("train", "eval"):
+            raise ConfigError(f"monitor mode must be 'train' or 'eval', got {self.mode!r}")
+        self.classifier.eval()
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module) -> torch.Tensor:
+        """Predicted class of the sample generated from each latent."""
+        was_training = model.training
+        buffers = {k: v.clone() for k, v in model.named_buffers()}
+        model.train(self.mode == "train")
+        try:
+            step = len(self.latents) if self.mode == "train" else self.batch_size
+            preds = [
+                self.classifier(self.generate(model, self.latents[i : i + step])).argmax(1)
+                for i in range(0, len(self.latents), step)
+            ]
+        finally:
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+            model.train(was_training)
+        return torch.cat(preds)
+
+    def measure(self, model: nn.Module) -> MonitorReading:
+        """Generate, classify and count."""
+        pred = self.predict(model).cpu()
+        counts = torch.bincount(pred, minlength=self.num_classes)
+        k = int(counts[list(self.forget_classes)].sum())
+        n = int(pred.numel())
+        lo, hi = wilson_interval(k, n)
+        return MonitorReading(k / n, k, n, lo, hi, tuple(int(c) for c in counts))

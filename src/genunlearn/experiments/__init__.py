@@ -1,0 +1,1 @@
+"""Ready-made experiments on the bundled models (MNIST VAE unlearning, benchmarks)."""

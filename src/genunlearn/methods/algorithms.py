@@ -1,0 +1,212 @@
+"""The algorithms of the UNO paper (sections 3.1-3.5, appendix B), one small class each.
+
+Update rules, with ``g_r``/``g_f`` the retain/forget loss gradients and ``eta`` the learning rate (the
+loop's optimizer applies the step; with ``--optimizer sgd`` these are literally the paper's rules):
+
+- (A)      theta += eta g_f
+- (A-D)    even steps (A), odd steps theta -= eta g_r
+- (SA)     theta += eta (g_f - (g_r.g_f/|g_r|^2) g_r)
+- (S)      theta -= eta (g_r - (g_r.g_f/|g_f|^2) g_f)
+- (UNO)    theta -= eta grad[L_r + beta_o cos^2(g_r, g_f)]
+- (UNO-S)  even steps (UNO), odd steps (S)
+- hat variants: g_r and g_f both get ``+ beta_h grad d_KL`` (eqs. 10-11), UNO's loss gets ``+ beta_h d_KL``
+- (H)      theta -= eta grad[L_r + beta_h d_KL]
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from genunlearn.methods.base import Method, StepContext, StepOutput, register
+from genunlearn.methods.gradients import (
+    Grads,
+    axpy,
+    cosine,
+    grad,
+    orthogonality_penalty_grad,
+    project_out,
+    scale,
+    sqnorm,
+)
+
+
+def _f(x) -> float:
+    return float(x.detach())
+
+
+def _logs(l_r=None, l_f=None, g_r: Grads | None = None, g_f: Grads | None = None, **extra) -> dict[str, float]:
+    logs: dict[str, float] = {}
+    if l_r is not None:
+        logs["loss_r"] = _f(l_r)
+    if l_f is not None:
+        logs["loss_f"] = _f(l_f)
+    if g_r is not None:
+        logs["grad_norm_r"] = _f(sqnorm(g_r).sqrt())
+    if g_f is not None:
+        logs["grad_norm_f"] = _f(sqnorm(g_f).sqrt())
+    if g_r is not None and g_f is not None:
+        logs["cos2"] = _f(cosine(g_r, g_f) ** 2)
+    logs.update({k: float(v) for k, v in extra.items() if v is not None})
+    return logs
+
+
+@register
+class Ascent(Method):
+    """(A): gradient ascent on the forget loss."""
+
+    name = "a"
+    summary = "gradient ascent on the forget loss (A); fast but destroys the model"
+    uses_retain = False
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        l_f = ctx.forget_loss()
+        g_f = grad(l_f, ctx.params)
+        return StepOutput(scale(-1.0, g_f), _logs(l_f=l_f, g_f=g_f))
+
+
+@register
+class RetainDescent(Method):
+    """Plain descent on the retain loss (fine-tuning on retained data; a baseline and half of A-D)."""
+
+    name = "d"
+    summary = "descent on the retain loss only (fine-tuning baseline, half of A-D)"
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        l_r = ctx.retain_loss()
+        g_r = grad(l_r, ctx.params)
+        return StepOutput(g_r, _logs(l_r=l_r, g_r=g_r))
+
+
+class Alternating(Method):
+    """Even steps run ``first``, odd steps ``second`` (A-D, UNO-S and their hat variants)."""
+
+    first: ClassVar[type[Method]]
+    second: ClassVar[type[Method]]
+
+    def __init__(self) -> None:
+        self._first, self._second = self.first(), self.second()
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        out = (self._first if ctx.step % 2 == 0 else self._second).compute(ctx)
+        out.logs["phase"] = float(ctx.step % 2)
+        return out
+
+
+@register
+class AscentDescent(Alternating):
+    """(A-D): alternate ascent on g_f and descent on g_r."""
+
+    name = "a-d"
+    summary = "alternating ascent on forget / descent on retain (A-D)"
+    first, second = Ascent, RetainDescent
+
+
+class _Surgery(Method):
+    """Shared part of the surgery methods: both gradients (plus the hat term when assisted)."""
+
+    def gradients(self, ctx: StepContext) -> tuple[Grads, Grads, dict[str, float]]:
+        l_r, l_f = ctx.retain_loss(), ctx.forget_loss()
+        g_r, g_f = grad(l_r, ctx.params), grad(l_f, ctx.params)
+        d_kl = None
+        if self.uses_classifier:
+            g_h, d_kl = self.hat_grad(ctx)
+            g_r, g_f = axpy(1.0, g_h, g_r), axpy(1.0, g_h, g_f)
+        return g_r, g_f, _logs(l_r, l_f, g_r, g_f, d_kl=d_kl)
+
+
+@register
+class SurgeryAscent(_Surgery):
+    """(SA): ascent along g_f with its component along g_r removed (Bae et al., 2023)."""
+
+    name = "sa"
+    summary = "gradient surgery, ascent on g_f projected orthogonal to g_r (SA)"
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        g_r, g_f, logs = self.gradients(ctx)
+        return StepOutput(scale(-1.0, project_out(g_f, g_r)), logs)
+
+
+@register
+class Surgery(_Surgery):
+    """(S): descent along g_r with its component along g_f removed."""
+
+    name = "s"
+    summary = "gradient surgery, descent on g_r projected orthogonal to g_f (S)"
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        g_r, g_f, logs = self.gradients(ctx)
+        return StepOutput(project_out(g_r, g_f), logs)
+
+
+@register
+class SurgeryHat(Surgery):
+    """(S^): surgery with the classifier term added to both gradients (Algorithm 7)."""
+
+    name = "s-hat"
+    summary = "classifier-assisted surgery S^ (needs a classifier)"
+    uses_classifier = True
+
+
+@register
+class UNO(Method):
+    """(UNO): descent on L_r + beta_o cos^2(g_r, g_f), the exact gradient via two Hessian-vector products."""
+
+    name = "uno"
+    summary = "unlearning via orthogonalization: retain loss + beta_o * squared cosine (UNO)"
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        l_r, l_f = ctx.retain_loss(), ctx.forget_loss()
+        g_r = grad(l_r, ctx.params, create_graph=True)
+        g_f = grad(l_f, ctx.params, create_graph=True)
+        d_kl = None
+        if self.uses_classifier:
+            g_h, d_kl = self.hat_grad(ctx, create_graph=True)
+            g_r, g_f = axpy(1.0, g_h, g_r), axpy(1.0, g_h, g_f)
+        logs = _logs(l_r, l_f, [g.detach() for g in g_r], [g.detach() for g in g_f], d_kl=d_kl)
+        g_pen, _ = orthogonality_penalty_grad(g_r, g_f, ctx.params, kind=ctx.hp.orthogonality)
+        direction = axpy(ctx.hp.beta_o, g_pen, [g.detach() for g in g_r])
+        return StepOutput(direction, logs)
+
+
+@register
+class UNOHat(UNO):
+    """(UNO^): UNO with the classifier term in the loss and in both gradients (Algorithm 8)."""
+
+    name = "uno-hat"
+    summary = "classifier-assisted UNO^ (needs a classifier)"
+    uses_classifier = True
+
+
+@register
+class UNOS(Alternating):
+    """(UNO-S): alternate UNO and S steps, starting with UNO (Algorithm 6)."""
+
+    name = "uno-s"
+    summary = "alternating UNO and surgery S steps (UNO-S)"
+    first, second = UNO, Surgery
+
+
+@register
+class UNOSHat(Alternating):
+    """(UNO^-S^): alternate UNO^ and S^ (Algorithm 9)."""
+
+    name = "uno-s-hat"
+    summary = "classifier-assisted UNO^-S^ (needs a classifier)"
+    uses_classifier = True
+    first, second = UNOHat, SurgeryHat
+
+
+@register
+class Histogram(Method):
+    """(H): descent on L_r + beta_h d_KL (Algorithm 10; UNO^ with beta_o = 0)."""
+
+    name = "h"
+    summary = "histogram unlearning: retain loss + beta_h * classifier KL (H; needs a classifier)"
+    uses_classifier = True
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        l_r = ctx.retain_loss()
+        g_r = grad(l_r, ctx.params)
+        g_h, d_kl = self.hat_grad(ctx)
+        direction = axpy(1.0, g_h, g_r)
+        return StepOutput(direction, _logs(l_r=l_r, g_r=direction, d_kl=d_kl))

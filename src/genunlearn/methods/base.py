@@ -1,0 +1,109 @@
+"""The method interface and registry.
+
+A method turns the losses of one step into one update direction. It receives a :class:`StepContext`
+(trainable parameters, closures that compute the retain loss, the forget loss and, for classifier-
+assisted methods, the classifier term; the step index; the hyperparameters) and returns the gradient
+to *descend* along (the loop hands it to the optimizer). Ascent methods return the negated forget
+gradient. Methods never know which model or data they work on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+
+from genunlearn.errors import ConfigError
+from genunlearn.methods.gradients import Grads, grad
+
+LossFn = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Hyperparameters of the methods (keyword-only everywhere: the reference code once swapped two).
+
+    Attributes:
+        beta_o: weight of the orthogonality term (paper eq. 3).
+        beta_h: weight of the classifier ("hat") term (paper eq. 9).
+        orthogonality: ``"cos"`` (squared cosine, paper eq. 3) or ``"dot"`` (squared dot product,
+            the linear-model analysis of appendix I, eq. 17).
+    """
+
+    beta_o: float = 1e3
+    beta_h: float = 1e3
+    orthogonality: str = "cos"
+
+
+@dataclass
+class StepContext:
+    """Everything a method may use in one step.
+
+    Attributes:
+        params: trainable parameters (the update is a list shaped like them).
+        retain_loss: closure computing the retain loss on this step's retain batch (``L_r``).
+        forget_loss: closure computing the forget loss on this step's forget batch (``L_f``).
+        hat_loss: closure computing the classifier term ``d_KL`` (without ``beta_h``), or ``None``.
+        step: index of this update, starting at 0.
+        hp: hyperparameters.
+    """
+
+    params: list[torch.Tensor]
+    retain_loss: LossFn
+    forget_loss: LossFn
+    hat_loss: LossFn | None = None
+    step: int = 0
+    hp: MethodParams = field(default_factory=MethodParams)
+
+
+@dataclass
+class StepOutput:
+    """The direction to descend along and scalars to log (``loss_r``, ``loss_f``, ``cos2`` ...)."""
+
+    direction: Grads
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Method(ABC):
+    """One unlearning algorithm. Subclasses set ``name`` and ``summary`` and implement :meth:`compute`."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    uses_classifier: ClassVar[bool] = False
+    uses_retain: ClassVar[bool] = True
+
+    @abstractmethod
+    def compute(self, ctx: StepContext) -> StepOutput:
+        """Return the update direction for this step (to be descended along)."""
+
+    # --- helpers shared by the subclasses -------------------------------------------------------
+    @staticmethod
+    def hat_grad(ctx: StepContext, *, create_graph: bool = False) -> tuple[Grads | None, float | None]:
+        """``beta_h * grad d_KL`` (and d_KL) if the method is classifier-assisted, else ``(None, None)``."""
+        if ctx.hat_loss is None:
+            raise ConfigError("this method needs a classifier term (hat_loss) but none was given")
+        d = ctx.hat_loss()
+        g = grad(d, ctx.params, create_graph=create_graph)
+        return [ctx.hp.beta_h * x for x in g], float(d.detach())
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if not cls.name or cls.name in METHODS:
+        raise ValueError(f"method name {cls.name!r} missing or already registered")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> Method:
+    """Instantiate a registered method by name, with a one-line error listing the names."""
+    try:
+        return METHODS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; registered: {', '.join(METHODS)}") from None

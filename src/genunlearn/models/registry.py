@@ -1,0 +1,124 @@
+"""Model registry: a name maps to a builder, bundled weights and (optionally) the paper authors' weights.
+
+>>> sorted(MODELS)
+['mnist-classifier', 'mnist-vae']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genunlearn.checkpoints import load_into, read_metadata
+from genunlearn.errors import CheckpointError, ConfigError
+from genunlearn.models.mnist_classifier import MNISTClassifier
+from genunlearn.models.mnist_vae import MNISTVAE
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a registered model and where its weights are.
+
+    Attributes:
+        name: registry name (``"mnist-vae"``).
+        kind: ``"generator"`` or ``"classifier"``.
+        description: one line for ``genunlearn models``.
+        build: builder taking keyword options (e.g. ``use_bn``), returns an untrained module.
+        bundled: file name of the weights shipped in ``genunlearn/models/weights`` (or ``None``).
+        authors_file: file name of the UNO authors' weights in ``shared/anchors/uno-paper-mnist``.
+        dataset: dataset the model was trained on.
+    """
+
+    name: str
+    kind: str
+    description: str
+    build: Callable[..., nn.Module]
+    bundled: str | None
+    authors_file: str | None
+    dataset: str
+
+
+MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the registry (name must be new)."""
+    if spec.name in MODELS:
+        raise ValueError(f"model {spec.name!r} already registered")
+    MODELS[spec.name] = spec
+    return spec
+
+
+register_model(
+    ModelSpec(
+        name="mnist-vae",
+        kind="generator",
+        description="UNO paper's MNIST VAE (632,788 params, 2-D latent), Bernoulli decoder",
+        build=lambda **kw: MNISTVAE(),
+        bundled="mnist-vae.safetensors",
+        authors_file="vae.safetensors",
+        dataset="mnist",
+    )
+)
+register_model(
+    ModelSpec(
+        name="mnist-classifier",
+        kind="classifier",
+        description="UNO paper's MNIST classifier (159,410 params), monitor and FID features",
+        build=lambda use_bn=False, **kw: MNISTClassifier(use_bn=use_bn),
+        bundled="mnist-classifier.safetensors",
+        authors_file="classifier.safetensors",
+        dataset="mnist",
+    )
+)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model, or a one-line error listing the names."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}") from None
+
+
+def bundled_weights(name: str) -> Path:
+    """Path of the weights shipped with genunlearn for model ``name``."""
+    spec = get_spec(name)
+    if spec.bundled is None:
+        raise CheckpointError(f"model {name!r} ships no weights; pass --checkpoint")
+    return Path(str(resources.files("genunlearn") / "models" / "weights" / spec.bundled))
+
+
+def load_model(
+    name: str,
+    checkpoint: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    **options: Any,
+) -> nn.Module:
+    """Build model ``name`` and load weights (bundled ones unless ``checkpoint`` is given), strictly.
+
+    Options stored in the checkpoint's metadata (e.g. ``use_bn`` for the classifier) are applied unless
+    overridden by ``options``. The model is returned in eval mode on ``device``.
+    """
+    spec = get_spec(name)
+    path = Path(checkpoint) if checkpoint is not None else bundled_weights(name)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+    build_opts = dict(meta.get("build_options", {}))
+    build_opts.update({k: v for k, v in options.items() if v is not None})
+    model = spec.build(**build_opts)
+    load_into(model, path)
+    return model.to(device).eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
