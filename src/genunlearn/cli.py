@@ -249,6 +249,21 @@ def unlearn(
         raise GenUnlearnError(summary["status"])
 
 
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="genunlearn-demo", show_default=True)
+@click.option("--forget", type=int, default=1, show_default=True, help="Digit to forget.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fid-samples", type=int, default=5000, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out: str, forget: int, seed: int, fid_samples: int, quiet: bool) -> None:
+    """The main job: forget a digit from the bundled MNIST VAE with UNO and with S, and report."""
+    from genunlearn.experiments.demo import format_table, run_demo
+
+    rows = run_demo(out, forget=forget, seed=seed, fid_samples=fid_samples, progress=not quiet)
+    click.echo(format_table(rows))
+    click.echo(f"report: {Path(out) / 'report.md'}")
+
+
 def main() -> None:
     """Entry point: run the CLI, turning genunlearn errors into one line and exit status 2."""
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,7 @@ def unlearn(
     *,
     hat: HatTerm | None = None,
     monitor: ForgetMonitor | None = None,
+    extra_monitors: Mapping[str, ForgetMonitor] | None = None,
     log_path: str | Path | None = None,
     progress: bool = True,
 ) -> UnlearnResult:
@@ -180,7 +181,8 @@ def unlearn(
         retain_data, forget_data: tensors whose first dimension indexes examples (on the model's device).
         config: the options (validated here).
         hat: the classifier term, required by classifier-assisted methods.
-        monitor: measures the forget fraction before the first and after every update.
+        monitor: measures the forget fraction before the first and after every update (drives stopping).
+        extra_monitors: further monitors, logged as ``forget_fraction_<name>`` (not used for stopping).
         log_path: if given, the per-step log is written there as CSV.
         progress: show a progress bar.
 
@@ -226,6 +228,8 @@ def unlearn(
                 first_fraction = r.fraction
             if config.stop_at is not None and updates_to_unlearn is None and r.fraction < config.stop_at:
                 updates_to_unlearn, time_to_unlearn = step, compute
+        for name, extra in (extra_monitors or {}).items():
+            row[f"forget_fraction_{name}"] = extra.measure(model).fraction
         log.append({"step": step, "compute_time_s": compute, **row})
 
     observe(0, {})

@@ -90,8 +90,19 @@ def evaluate_classifier(model: nn.Module, data: ImageDataset, *, batch_size: int
     return correct / len(data)
 
 
-def train(config: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True) -> dict:
-    """Train ``config.model`` and write checkpoints and a JSON record into ``out``; returns the record."""
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Train ``config.model`` and write checkpoints and a JSON record into ``out``; returns the record.
+
+    With ``resume`` a run found in ``out`` (same config) continues from its last finished epoch;
+    ``stop_after`` ends this call after that many epochs (the run can be resumed later).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -124,6 +135,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = True, progress
         total=config.epochs,
     )
     for epoch in bar:
+        if stop_after is not None and epoch - start_epoch >= stop_after:
+            break
         model.train()
         if config.lr_schedule == "cosine":
             for group in opt.param_groups:
@@ -162,6 +175,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = True, progress
     record = {
         "config": asdict(config),
         "parameters": count_parameters(model),
+        "epochs_done": len(history),
+        "complete": len(history) == config.epochs,
         "final": final,
         "history": history,
         "seconds_this_session": time.perf_counter() - t0,

@@ -1,0 +1,66 @@
+"""Figures people would rather look at than read: before/after grids and class histograms (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _tile(images: torch.Tensor, rows: int, side: int = 28) -> np.ndarray:
+    imgs = images.detach().cpu().reshape(-1, side, side).numpy()
+    cols = int(np.ceil(len(imgs) / rows))
+    canvas = np.ones((rows * (side + 2), cols * (side + 2)))
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, cols)
+        canvas[r * (side + 2) + 1 : r * (side + 2) + 1 + side, c * (side + 2) + 1 : c * (side + 2) + 1 + side] = im
+    return canvas
+
+
+def before_after_grid(
+    before: torch.Tensor, after: torch.Tensor, path: str | Path, *, title: str = "", rows: int = 10
+) -> Path:
+    """Two image grids side by side, generated from identical latents (paper figure 1)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, imgs, name in ((axes[0], before, "original"), (axes[1], after, "after unlearning")):
+        ax.imshow(1.0 - _tile(imgs, rows), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def class_histogram(
+    before: Sequence[int], after: Sequence[int], path: str | Path, *, forget: Sequence[int], title: str = ""
+) -> Path:
+    """Share of generated samples per class before and after (paper figure 2); forget classes hatched."""
+    b = np.asarray(before, dtype=float)
+    a = np.asarray(after, dtype=float)
+    b, a = b / b.sum(), a / a.sum()
+    x = np.arange(len(b))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.bar(x - 0.2, b, 0.4, label="original", color="#9e9e9e")
+    colors = ["#c62828" if ai < bi else "#2e7d32" for ai, bi in zip(a, b, strict=True)]
+    bars = ax.bar(x + 0.2, a, 0.4, label="after (green: up, red: down)", color=colors)
+    for i in forget:
+        bars[i].set_hatch("//")
+    ax.set_xticks(x)
+    ax.set_xlabel("class assigned by the classifier")
+    ax.set_ylabel("share of generated samples")
+    ax.legend(frameon=False)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
