@@ -264,6 +264,78 @@ def demo(out: str, forget: int, seed: int, fid_samples: int, quiet: bool) -> Non
     click.echo(f"report: {Path(out) / 'report.md'}")
 
 
+@cli.group()
+def bench() -> None:
+    """Benchmarks that reproduce the paper's tables."""
+
+
+@bench.command("mnist")
+@click.option("--seeds", type=int, default=10, show_default=True)
+@click.option("--methods", default=None, help="Comma-separated bench entries (default: all; see --list).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="VAE weights (default: bundled).")
+@click.option(
+    "--classifier-checkpoint",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Monitor/FID classifier (default: bundled).",
+)
+@click.option("--classifier-bn/--classifier-no-bn", default=None, help="Override the classifier's bn1 use.")
+@click.option("--forget", default="1", show_default=True)
+@click.option("--steps", type=int, default=None, help="K (default 530; --quick: 12).")
+@click.option("--fid-samples", type=int, default=None, help="Default 25,000 (--quick: 1,000).")
+@click.option("--quick", is_flag=True, help="A small smoke run: 2 seeds, 12 updates, small FID.")
+@click.option("--list", "list_entries", is_flag=True, help="List the bench entries and exit.")
+@click.option("--title", default=None)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (resumable).")
+def bench_mnist(
+    seeds: int,
+    methods: str | None,
+    checkpoint: str | None,
+    classifier_checkpoint: str | None,
+    classifier_bn: bool | None,
+    forget: str,
+    steps: int | None,
+    fid_samples: int | None,
+    quick: bool,
+    list_entries: bool,
+    title: str | None,
+    device: str,
+    out: str | None,
+) -> None:
+    """The paper's MNIST Tables 1 and 3 over seeds: table.md/csv, results.json, figures/ in --out."""
+    from dataclasses import replace
+
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.bench import ENTRIES, BenchSettings, run_bench
+    from genunlearn.experiments.mnist import MnistUnlearnSpec
+
+    if list_entries:
+        for e in ENTRIES:
+            click.echo(f"{e.key:16s} table {e.table}  {e.label}")
+        return
+    if out is None:
+        raise ConfigError("--out is required")
+    settings = BenchSettings.quick() if quick else BenchSettings()
+    settings = replace(settings, seeds=seeds if not quick else min(seeds, settings.seeds))
+    if steps is not None:
+        settings = replace(settings, steps=steps)
+    if fid_samples is not None:
+        settings = replace(settings, fid_samples=fid_samples)
+    spec = MnistUnlearnSpec(
+        forget=_parse_classes(forget),
+        checkpoint=checkpoint,
+        classifier_checkpoint=classifier_checkpoint,
+        classifier_bn=classifier_bn,
+        device=device,
+    )
+    entries = [m.strip() for m in methods.split(",")] if methods else None
+    result = run_bench(
+        out, spec=spec, settings=settings, entries=entries, title=title or f"MNIST, forget digit {forget}"
+    )
+    click.echo(result["table"])
+
+
 def main() -> None:
     """Entry point: run the CLI, turning genunlearn errors into one line and exit status 2."""
     try:

@@ -155,14 +155,17 @@ class UNO(Method):
     summary = "unlearning via orthogonalization: retain loss + beta_o * squared cosine (UNO)"
 
     def compute(self, ctx: StepContext) -> StepOutput:
+        second_order = ctx.hp.beta_o != 0.0  # with beta_o = 0 the penalty's gradient is exactly zero
         l_r, l_f = ctx.retain_loss(), ctx.forget_loss()
-        g_r = grad(l_r, ctx.params, create_graph=True)
-        g_f = grad(l_f, ctx.params, create_graph=True)
+        g_r = grad(l_r, ctx.params, create_graph=second_order)
+        g_f = grad(l_f, ctx.params, create_graph=second_order)
         d_kl = None
         if self.uses_classifier:
-            g_h, d_kl = self.hat_grad(ctx, create_graph=True)
+            g_h, d_kl = self.hat_grad(ctx, create_graph=second_order)
             g_r, g_f = axpy(1.0, g_h, g_r), axpy(1.0, g_h, g_f)
         logs = _logs(l_r, l_f, [g.detach() for g in g_r], [g.detach() for g in g_f], d_kl=d_kl)
+        if not second_order:
+            return StepOutput([g.detach() for g in g_r], logs)
         g_pen, _ = orthogonality_penalty_grad(g_r, g_f, ctx.params, kind=ctx.hp.orthogonality)
         direction = axpy(ctx.hp.beta_o, g_pen, [g.detach() for g in g_r])
         return StepOutput(direction, logs)

@@ -1,0 +1,374 @@
+"""``genunlearn bench mnist``: the paper's MNIST experiment (Tables 1 and 3) over seeds, resumable.
+
+Every entry runs the full K updates (no early stop) so that the table can say both when the forget
+fraction first drops below the threshold and when it stays below. Two monitors are logged every update:
+
+- ``ref``: the reference code's setting — 128 latents fixed per run, generator in train mode;
+- ``robust``: 1,024 latents fixed per seed, generator in eval mode.
+
+A finished (entry, seed) is stored as ``runs/<entry>/seed<k>.json`` and never recomputed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from genunlearn.checkpoints import atomic_write_json, atomic_write_text, save_weights
+from genunlearn.errors import ConfigError
+from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
+from genunlearn.loop import UnlearnConfig, unlearn
+from genunlearn.models import load_model
+from genunlearn.objectives import StandardTask, vae_objective
+from genunlearn.runinfo import versions
+
+
+@dataclass(frozen=True)
+class BenchEntry:
+    """One row of the benchmark table: a method and the options that differ from Table 2's defaults."""
+
+    key: str
+    label: str
+    method: str
+    table: int
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+#: The paper's Table 1 and Table 3 rows, plus the configurations that actually produced the published rows.
+ENTRIES: tuple[BenchEntry, ...] = (
+    BenchEntry("a", "Gradient ascent (A)", "a", 1),
+    BenchEntry("a-d", "Ascent-descent (A-D)", "a-d", 1),
+    BenchEntry("s", "Gradient surgery (S)", "s", 1),
+    BenchEntry("uno", "UNO", "uno", 1),
+    BenchEntry("uno-s", "UNO-S", "uno-s", 1),
+    BenchEntry("h", "H", "h", 3),
+    BenchEntry("s-hat", "S^", "s-hat", 3),
+    BenchEntry("uno-hat", "UNO^", "uno-hat", 3),
+    BenchEntry("uno-s-hat", "UNO^-S^", "uno-s-hat", 3),
+    BenchEntry(
+        "uno-published",
+        "'UNO' as published (beta_o=0, categorical hat beta_h=1e3)",
+        "uno-hat",
+        1,
+        {"beta_o": 0.0, "hat_kind": "categorical"},
+    ),
+    BenchEntry(
+        "uno-s-published",
+        "'UNO-S' as published (beta_o=0, categorical hat beta_h=1e3)",
+        "uno-s-hat",
+        1,
+        {"beta_o": 0.0, "hat_kind": "categorical"},
+    ),
+    BenchEntry("h-published", "'H' as published (retain-only fine-tuning)", "d", 3),
+)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The paper's Table 2 settings for MNIST, and measurement sizes.
+
+    Attributes:
+        seeds: number of seeds (0..seeds-1).
+        steps: K updates per run (paper: 530).
+        fid_samples: generated samples for FID (paper: 25,000).
+        ref_monitor_samples / robust_monitor_samples: latents of the two monitors.
+        threshold: forget fraction that counts as unlearned (paper: 0.02).
+        fidelity_margin: the fidelity mark is given when the mean retain-digit FID is within this of the
+            original model's.
+    """
+
+    seeds: int = 10
+    steps: int = 530
+    lr: float = 1e-3
+    batch_size: int = 128
+    beta_o: float = 1e3
+    beta_h: float = 1e3
+    alpha: float = 1e-8
+    fid_samples: int = 25_000
+    ref_monitor_samples: int = 128
+    robust_monitor_samples: int = 1024
+    threshold: float = 0.02
+    fidelity_margin: float = 3.0
+
+    @classmethod
+    def quick(cls) -> BenchSettings:
+        """A small smoke-test setting."""
+        return cls(seeds=2, steps=12, fid_samples=1000, robust_monitor_samples=256)
+
+
+def first_below(values: list[float], threshold: float) -> int | None:
+    """Index of the first value below ``threshold`` (``None`` if none)."""
+    return next((i for i, v in enumerate(values) if v < threshold), None)
+
+
+def stays_below(values: list[float], threshold: float) -> int | None:
+    """First index from which every later value is below ``threshold`` (``None`` if the last is not)."""
+    if not values or values[-1] >= threshold:
+        return None
+    i = len(values)
+    while i > 0 and values[i - 1] < threshold:
+        i -= 1
+    return i
+
+
+def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> UnlearnConfig:
+    cfg = UnlearnConfig(
+        method=entry.method,
+        steps=s.steps,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        beta_o=s.beta_o,
+        beta_h=s.beta_h,
+        alpha=s.alpha,
+        stop_at=s.threshold,
+        early_stop=False,
+        seed=seed,
+    )
+    return replace(cfg, **entry.overrides).validate()
+
+
+def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
+    """Run one (entry, seed); returns the JSON-able record and the unlearned model."""
+    cfg = _entry_config(entry, s, seed)
+    model = setup.fresh_model()
+    ref = setup.monitor(seed + 1000, n=s.ref_monitor_samples, mode="train")
+    robust = setup.monitor(seed, n=s.robust_monitor_samples, mode="eval")
+    needs_hat = entry.method in ("s-hat", "uno-hat", "uno-s-hat", "h")
+    result = unlearn(
+        model,
+        StandardTask(vae_objective(cfg.loss_reduction)),
+        setup.retain_data,
+        setup.forget_data,
+        cfg,
+        hat=setup.hat(cfg) if needs_hat else None,
+        monitor=robust,
+        extra_monitors={"ref": ref},
+        progress=False,
+    )
+    log = result.log
+    ff_robust = [row.get("forget_fraction", math.nan) for row in log]
+    ff_ref = [row.get("forget_fraction_ref", math.nan) for row in log]
+    times = [row["compute_time_s"] for row in log]
+    fids = setup.fid(model, s.fid_samples, seed)
+    final_counts = robust.measure(model).class_counts
+
+    def at(i: int | None) -> float | None:
+        return None if i is None else times[i]
+
+    u_ref, u_rob = first_below(ff_ref, s.threshold), first_below(ff_robust, s.threshold)
+    st_ref, st_rob = stays_below(ff_ref, s.threshold), stays_below(ff_robust, s.threshold)
+    record = {
+        "entry": entry.key,
+        "label": entry.label,
+        "seed": seed,
+        "status": result.status,
+        "steps_run": result.steps_run,
+        "updates_to_unlearn_ref": u_ref,
+        "time_to_unlearn_ref_s": at(u_ref),
+        "updates_to_unlearn_robust": u_rob,
+        "time_to_unlearn_robust_s": at(u_rob),
+        "updates_to_stay_ref": st_ref,
+        "updates_to_stay_robust": st_rob,
+        "time_per_step_s": result.time_per_step_s,
+        "forget_fraction_initial_robust": ff_robust[0],
+        "forget_fraction_final_robust": ff_robust[-1],
+        "forget_fraction_initial_ref": ff_ref[0],
+        "forget_fraction_final_ref": ff_ref[-1],
+        "fid_final": fids["fid"],
+        "fid_retain_final": fids["fid_retain"],
+        "class_counts_final_robust": list(final_counts),
+        "curve": {"forget_fraction_robust": ff_robust, "forget_fraction_ref": ff_ref, "compute_time_s": times},
+        "config": asdict(cfg),
+    }
+    return record, model
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _fmt(ms: tuple[float | None, float | None], spec: str = ".3f") -> str:
+    m, sd = ms
+    return "—" if m is None else f"{m:{spec}} ({sd:{spec}})"
+
+
+def aggregate(records: dict[str, list[dict]], original: dict[str, Any], s: BenchSettings) -> list[dict[str, Any]]:
+    """Per-entry means and standard deviations over seeds (time/updates over the seeds that reached)."""
+    rows = []
+    for entry in ENTRIES:
+        recs = records.get(entry.key)
+        if not recs:
+            continue
+        n = len(recs)
+        row: dict[str, Any] = {"entry": entry.key, "label": entry.label, "table": entry.table, "seeds": n}
+        for mon in ("ref", "robust"):
+            reached = [r for r in recs if r[f"updates_to_unlearn_{mon}"] is not None]
+            stayed = [r for r in recs if r[f"updates_to_stay_{mon}"] is not None]
+            row[f"reached_{mon}"] = len(reached)
+            row[f"stayed_{mon}"] = len(stayed)
+            row[f"time_to_unlearn_{mon}_s"] = _mean_std([r[f"time_to_unlearn_{mon}_s"] for r in reached])
+            row[f"updates_to_unlearn_{mon}"] = _mean_std([r[f"updates_to_unlearn_{mon}"] for r in reached])
+            row[f"updates_to_stay_{mon}"] = _mean_std([r[f"updates_to_stay_{mon}"] for r in stayed])
+            row[f"forget_fraction_final_{mon}"] = _mean_std([r[f"forget_fraction_final_{mon}"] for r in recs])
+        row["fid"] = _mean_std([r["fid_final"] for r in recs])
+        row["fid_retain"] = _mean_std([r["fid_retain_final"] for r in recs])
+        row["time_per_step_s"] = _mean_std([r["time_per_step_s"] for r in recs])
+        fid_r = row["fid_retain"][0]
+        row["fidelity"] = fid_r is not None and fid_r <= original["fid_retain"] + s.fidelity_margin
+        rows.append(row)
+    return rows
+
+
+def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchSettings, title: str) -> str:
+    """Markdown in the layout of the paper's Tables 1 and 3 (mean (std) over seeds)."""
+    head = (
+        "| algorithm | time to unlearn (s), ref monitor | updates to unlearn, ref | updates to unlearn, robust "
+        "| updates until it stays < thr., robust | reached ref / robust / stayed robust | FID (all digits) "
+        "| FID (retain digits) | fidelity | time per step (ms) |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    out = [
+        f"# {title}",
+        "",
+        f"Original model: forget fraction {original['forget_fraction_ref']:.3f} (ref monitor) / "
+        f"{original['forget_fraction_robust']:.3f} (robust monitor); FID {original['fid']:.2f} (all digits), "
+        f"{original['fid_retain']:.2f} (retain digits). {s.seeds} seeds, K = {s.steps} updates, threshold "
+        f"{s.threshold}, FID from {s.fid_samples} samples. Mean (std) over seeds; time and updates over the "
+        f"seeds that reached the threshold. Fidelity ✓: mean retain-digit FID within +{s.fidelity_margin} "
+        "of the original's.",
+        "",
+    ]
+    for table in (1, 3):
+        sel = [r for r in rows if r["table"] == table]
+        if not sel:
+            continue
+        out += [
+            f"## Table {table}"
+            + (" (classifier-free and published configurations)" if table == 1 else " (classifier-assisted)"),
+            "",
+            head,
+        ]
+        for r in sel:
+            tps = tuple(None if v is None else 1e3 * v for v in r["time_per_step_s"])
+            out.append(
+                f"| {r['label']} | {_fmt(r['time_to_unlearn_ref_s'])} | {_fmt(r['updates_to_unlearn_ref'], '.1f')} "
+                f"| {_fmt(r['updates_to_unlearn_robust'], '.1f')} | {_fmt(r['updates_to_stay_robust'], '.1f')} "
+                f"| {r['reached_ref']}/{r['seeds']} · {r['reached_robust']}/{r['seeds']} · "
+                f"{r['stayed_robust']}/{r['seeds']} | {_fmt(r['fid'], '.1f')} | {_fmt(r['fid_retain'], '.1f')} "
+                f"| {'✓' if r['fidelity'] else '✗'} | {_fmt(tps, '.1f')} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Flat CSV of the aggregated rows (mean and std in separate columns)."""
+    flat = []
+    for r in rows:
+        d: dict[str, Any] = {}
+        for k, v in r.items():
+            if isinstance(v, tuple):
+                d[f"{k}_mean"], d[f"{k}_std"] = v
+            else:
+                d[k] = v
+        flat.append(d)
+    cols = list(flat[0]) if flat else []
+
+    def writer(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            w.writerows(flat)
+
+    from genunlearn.checkpoints import atomic_write
+
+    atomic_write(path, writer)
+
+
+def run_bench(
+    out: str | Path,
+    *,
+    spec: MnistUnlearnSpec,
+    settings: BenchSettings,
+    entries: list[str] | None = None,
+    title: str = "MNIST, forget digit 1",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the benchmark and write tables, JSON and figures into ``out``."""
+    from genunlearn.experiments import bench_figures
+
+    known = {e.key: e for e in ENTRIES}
+    chosen = entries or list(known)
+    bad = [k for k in chosen if k not in known]
+    if bad:
+        raise ConfigError(f"unknown bench entries {bad}; choose from {', '.join(known)}")
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    setup = MnistSetup(spec)
+    original_model = setup.fresh_model()
+    orig_fid = setup.fid(original_model, settings.fid_samples, 0)
+    original = {
+        "fid": orig_fid["fid"],
+        "fid_retain": orig_fid["fid_retain"],
+        "forget_fraction_ref": statistics.fmean(
+            setup.monitor(k + 1000, n=settings.ref_monitor_samples, mode="train").measure(original_model).fraction
+            for k in range(settings.seeds)
+        ),
+        "forget_fraction_robust": statistics.fmean(
+            setup.monitor(k, n=settings.robust_monitor_samples, mode="eval").measure(original_model).fraction
+            for k in range(settings.seeds)
+        ),
+        "class_counts_robust": list(
+            setup.monitor(0, n=settings.robust_monitor_samples).measure(original_model).class_counts
+        ),
+    }
+    records: dict[str, list[dict]] = {}
+    models_seed0: dict[str, Any] = {}
+    jobs = [(known[k], seed) for k in chosen for seed in range(settings.seeds)]
+    t0 = time.perf_counter()
+    for entry, seed in tqdm(jobs, desc="bench", disable=not progress):
+        path = out / "runs" / entry.key / f"seed{seed}.json"
+        if path.is_file():
+            rec = json.loads(path.read_text())
+        else:
+            rec, model = run_one(setup, entry, settings, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, rec)
+            if seed == 0:  # kept for the figures (weights are not committed: see .gitignore)
+                save_weights(model, path.with_suffix(".safetensors"))
+        if seed == 0 and path.with_suffix(".safetensors").is_file():
+            models_seed0[entry.key] = load_model("mnist-vae", path.with_suffix(".safetensors"))
+        records.setdefault(entry.key, []).append(rec)
+    rows = aggregate(records, original, settings)
+    table = render_table(rows, original, settings, title)
+    atomic_write_text(out / "table.md", table + "\n")
+    write_csv(rows, out / "table.csv")
+    atomic_write_json(
+        out / "results.json",
+        {
+            "title": title,
+            "settings": asdict(settings),
+            "spec": asdict(spec),
+            "original": original,
+            "rows": rows,
+            "monitors": {
+                "ref": "128 latents fixed per run (seed+1000), train mode",
+                "robust": f"{settings.robust_monitor_samples} latents fixed per seed, eval mode",
+            },
+            "versions": versions(),
+            "wall_time_this_session_s": time.perf_counter() - t0,
+        },
+    )
+    bench_figures.make_all(out / "figures", setup, records, rows, original, models_seed0, settings)
+    return {"rows": rows, "original": original, "table": table}
