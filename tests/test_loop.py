@@ -200,3 +200,27 @@ def test_surgery_stalls_on_replacement_when_gradients_are_collinear():
     mu_uno, *_ = _replacement_run("uno")
     assert (mu_s[0] - m_t).norm() > 0.5 * (m_f - m_t).norm()
     assert (mu_uno[0] - m_t).norm() < 0.25
+
+
+@pytest.mark.parametrize("method", ["s", "uno"])
+def test_bf16_autocast_runs_and_stays_close_to_fp32(method):
+    r, f = _data()
+    finals = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = TinyNet()
+        res = unlearn(
+            model,
+            _xy_task(),
+            r,
+            f,
+            UnlearnConfig(method=method, steps=3, batch_size=8, stop_at=None, precision=precision, beta_o=1.0),
+            progress=False,
+        )
+        assert not res.diverged and res.steps_run == 3
+        finals[precision] = _weights(model)
+    torch.manual_seed(0)
+    start = _weights(TinyNet())
+    moved = (finals["fp32"] - start).norm()
+    assert moved > 0
+    assert (finals["bf16"] - finals["fp32"]).norm() < 0.2 * moved

@@ -191,3 +191,20 @@ def test_methods_on_mnist_vae_move_in_documented_direction(mnist_vae_batches, na
         assert abs(rel(delta, g_f)) < 1e-4
     if name == "sa":
         assert abs(rel(delta, g_r)) < 1e-4
+
+
+def test_uno_with_zero_beta_o_is_plain_retain_descent(tiny_problem):
+    """beta_o = 0 skips the second-order work; the update must equal descent on g_r exactly."""
+    model, br, bf = tiny_problem
+    params = list(model.parameters())
+
+    def direction(name):
+        ctx = StepContext(
+            params=params,
+            retain_loss=lambda: mse_objective(model, br),
+            forget_loss=lambda: mse_objective(model, bf),
+            hp=MethodParams(beta_o=0.0),
+        )
+        return torch.cat([d.reshape(-1) for d in get_method(name).compute(ctx).direction])
+
+    torch.testing.assert_close(direction("uno"), direction("d"), rtol=0, atol=0)

@@ -164,6 +164,13 @@ def train(
 @click.option("--fid-samples", type=int, default=0, show_default=True, help="Samples for FID (0: skip).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Autocast of losses and gradients (weights stay float32).",
+)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def unlearn(

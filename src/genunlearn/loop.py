@@ -24,6 +24,8 @@ from genunlearn.methods import MethodParams, StepContext, get_method
 from genunlearn.methods.gradients import all_finite
 from genunlearn.objectives import HatTerm, Task
 
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass(frozen=True)
 class UnlearnConfig:
@@ -48,6 +50,8 @@ class UnlearnConfig:
         stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); ``None`` disables it.
         early_stop: stop at the first monitor reading below ``stop_at`` (else run all ``steps``).
         seed: seeds initial RNG state and batch order.
+        precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast of the losses and gradients (weights and
+            optimizer state stay float32; fp16 is meant for CUDA).
     """
 
     method: str = "uno"
@@ -66,6 +70,7 @@ class UnlearnConfig:
     stop_at: float | None = 0.02
     early_stop: bool = True
     seed: int = 0
+    precision: str = "fp32"
 
     def validate(self) -> UnlearnConfig:
         """Check every field; raises :class:`ConfigError` with one line."""
@@ -89,6 +94,7 @@ class UnlearnConfig:
                 f"hat kind must be 'bernoulli' or 'categorical', got {self.hat_kind!r}",
             ),
             (self.beta_o >= 0 and self.beta_h >= 0, "beta_o and beta_h must be >= 0"),
+            (self.precision in _DTYPES, f"precision must be one of {', '.join(_DTYPES)}, got {self.precision!r}"),
             (
                 self.stop_at is None or 0 <= self.stop_at <= 1,
                 f"stop_at must lie in [0, 1], got {self.stop_at}",
@@ -253,7 +259,9 @@ def unlearn(
         _sync(device)
         t0 = time.perf_counter()
         torch._foreach_copy_(snapshot, [p.detach() for p in params])
-        out = method.compute(ctx)
+        amp = _DTYPES[config.precision]
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = method.compute(ctx)
         finite = all_finite(out.direction) and all(v == v and abs(v) != float("inf") for v in out.logs.values())
         if finite:
             for p, d in zip(params, out.direction, strict=True):

@@ -1,0 +1,76 @@
+"""The MNIST benchmark: threshold bookkeeping, aggregation, and a --quick run end to end (resumable)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genunlearn.experiments.bench import BenchSettings, aggregate, first_below, stays_below
+from tests.test_cli import run
+
+
+def test_first_and_stay_below():
+    vals = [0.1, 0.01, 0.05, 0.01, 0.0, 0.0]
+    assert first_below(vals, 0.02) == 1
+    assert stays_below(vals, 0.02) == 3
+    assert stays_below([0.1, 0.01, 0.05], 0.02) is None
+    assert first_below([0.5, 0.3], 0.02) is None
+    assert stays_below([0.0, 0.0], 0.02) == 0
+
+
+def _rec(u, st, fid, t):
+    return {
+        "updates_to_unlearn_ref": u,
+        "time_to_unlearn_ref_s": t,
+        "updates_to_stay_ref": st,
+        "updates_to_unlearn_robust": u,
+        "time_to_unlearn_robust_s": t,
+        "updates_to_stay_robust": st,
+        "forget_fraction_final_ref": 0.0,
+        "forget_fraction_final_robust": 0.0,
+        "fid_final": fid,
+        "fid_retain_final": fid,
+        "time_per_step_s": 0.01,
+    }
+
+
+def test_aggregate_means_over_reaching_seeds_and_fidelity():
+    recs = {"s": [_rec(10, 20, 5.0, 0.1), _rec(20, None, 7.0, 0.3), _rec(None, None, 6.0, None)]}
+    (row,) = aggregate(recs, {"fid": 5.0, "fid_retain": 5.0}, BenchSettings(fidelity_margin=1.5))
+    assert row["reached_ref"] == 2 and row["stayed_ref"] == 1 and row["seeds"] == 3
+    assert row["updates_to_unlearn_ref"][0] == pytest.approx(15.0)
+    assert row["time_to_unlearn_ref_s"][0] == pytest.approx(0.2)
+    assert row["fid"][0] == pytest.approx(6.0)
+    assert row["fidelity"] is True  # 6.0 <= 5.0 + 1.5
+    (row,) = aggregate(recs, {"fid": 4.0, "fid_retain": 4.0}, BenchSettings(fidelity_margin=1.5))
+    assert row["fidelity"] is False
+
+
+def test_quick_bench_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "mnist", "--quick", "--seeds", "2", "--methods", "s,uno,a", "--out", str(out)]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    for name in (
+        "table.md",
+        "table.csv",
+        "results.json",
+        "figures/histograms.png",
+        "figures/forget_fraction.png",
+        "figures/fid.png",
+        "figures/grids.png",
+        "figures/latent_map.png",
+    ):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    assert [r["entry"] for r in results["rows"]] == ["a", "s", "uno"]
+    assert all(r["seeds"] == 2 for r in results["rows"])
+    rec = json.loads((out / "runs" / "uno" / "seed1.json").read_text())
+    assert len(rec["curve"]["forget_fraction_robust"]) == 13  # initial + 12 updates
+    assert "Gradient surgery (S)" in stdout
+    stamp = (out / "runs" / "uno" / "seed1.json").stat().st_mtime_ns
+    assert run(argv, capsys)[0] == 0  # resumed: finished seeds are not recomputed
+    assert (out / "runs" / "uno" / "seed1.json").stat().st_mtime_ns == stamp
+    code, _, err = run(["bench", "mnist", "--quick", "--methods", "zzz", "--out", str(out)], capsys)
+    assert code == 2 and "unknown bench entries" in err
