@@ -8,6 +8,7 @@ only replaced when the caller asked for that path explicitly.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -48,6 +49,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON (indented, keys in insertion order) atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def atomic_write_csv(path: str | Path, rows: list[Mapping[str, Any]]) -> Path:
+    """Write dict rows as CSV atomically; the columns are the union of the rows' keys in first-seen order."""
+    cols: list[str] = []
+    for row in rows:
+        cols.extend(k for k in row if k not in cols)
+
+    def writer(tmp: str) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=cols)
+            w.writeheader()
+            w.writerows(rows)
+
+    return atomic_write(path, writer)
 
 
 def save_weights(

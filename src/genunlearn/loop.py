@@ -6,7 +6,6 @@ Timing follows the paper: only the loss, gradient and update computation of each
 
 from __future__ import annotations
 
-import csv
 import statistics
 import time
 from collections.abc import Iterator, Mapping
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from genunlearn.checkpoints import atomic_write_csv
 from genunlearn.errors import ConfigError, DataError
 from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.methods import MethodParams, StepContext, get_method
@@ -303,16 +303,4 @@ def unlearn(
 
 def write_log(log: list[dict[str, Any]], path: str | Path) -> None:
     """Write the per-step log as CSV (columns: the union of all rows' keys, in first-seen order)."""
-    from genunlearn.checkpoints import atomic_write
-
-    cols: list[str] = []
-    for row in log:
-        cols.extend(k for k in row if k not in cols)
-
-    def writer(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols)
-            w.writeheader()
-            w.writerows(log)
-
-    atomic_write(path, writer)
+    atomic_write_csv(path, log)

@@ -11,7 +11,6 @@ A finished (entry, seed) is stored as ``runs/<entry>/seed<k>.json`` and never re
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import statistics
@@ -22,7 +21,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from genunlearn.checkpoints import atomic_write_json, atomic_write_text, save_weights
+from genunlearn.checkpoints import atomic_write_csv, atomic_write_json, atomic_write_text, save_weights
 from genunlearn.errors import ConfigError
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.loop import UnlearnConfig, unlearn
@@ -282,17 +281,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             else:
                 d[k] = v
         flat.append(d)
-    cols = list(flat[0]) if flat else []
-
-    def writer(tmp: str) -> None:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols)
-            w.writeheader()
-            w.writerows(flat)
-
-    from genunlearn.checkpoints import atomic_write
-
-    atomic_write(path, writer)
+    atomic_write_csv(path, flat)
 
 
 def run_bench(

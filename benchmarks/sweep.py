@@ -1,0 +1,222 @@
+"""Hyperparameter sweep for issue-6-style questions: how fast, how clean and how robust is each method?
+
+Usage (resumable: finished cells are read back from --out/cells.jsonl):
+
+    python benchmarks/sweep.py --methods s,uno,uno-s --beta-o 1e1,1e3,1e5 --lr 1e-3,1e-2 \
+        --optimizer adam --loss-reduction sum,mean --forget 1,7,8 --seeds 0,1,2 --steps 150 --out results/sweep
+
+Every cell runs the full number of updates (no early stop) with the robust monitor (1,024 latents fixed
+per seed, eval mode) and records the first update below the threshold, the update from which it stays
+below, the final and minimum forget fraction, and the retain-digit FID after the run. It writes
+cells.jsonl, summary.csv (median over seeds per setting) and heatmaps (updates to unlearn, and FID change,
+over learning rate x beta_o for each method / reduction / optimizer / digit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from tqdm.auto import tqdm
+
+from genunlearn.experiments.bench import first_below, stays_below
+from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
+from genunlearn.loop import UnlearnConfig
+
+
+def floats(s: str) -> list[float]:
+    return [float(v) for v in s.split(",")]
+
+
+def key_of(cell: dict) -> str:
+    return json.dumps({k: cell[k] for k in sorted(cell) if k in KEYS}, sort_keys=True)
+
+
+KEYS = ("method", "beta_o", "lr", "optimizer", "loss_reduction", "forget", "seed", "steps", "checkpoint")
+
+
+def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: float) -> dict:
+    cfg = UnlearnConfig(
+        method=cell["method"],
+        steps=cell["steps"],
+        lr=cell["lr"],
+        beta_o=cell["beta_o"],
+        optimizer=cell["optimizer"],
+        loss_reduction=cell["loss_reduction"],
+        early_stop=False,
+        seed=cell["seed"],
+    )
+    model, res = setup.run(cfg, progress=False)
+    ff = [row.get("forget_fraction", float("nan")) for row in res.log]
+    fid = setup.fid(model, fid_samples, cell["seed"])["fid_retain"] if fid_samples else float("nan")
+    return {
+        **cell,
+        "status": res.status,
+        "first_below": first_below(ff, 0.02),
+        "stays_below": stays_below(ff, 0.02),
+        "ff_initial": ff[0],
+        "ff_final": ff[-1],
+        "ff_min": min(ff),
+        "fid_retain": fid,
+        "fid_retain_delta": fid - fid_original,
+        "time_per_step_s": res.time_per_step_s,
+        "curve": ff,
+    }
+
+
+def summarise(cells: list[dict], out: Path) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault(tuple(c[k] for k in KEYS if k != "seed"), []).append(c)
+    rows = []
+    for k, cs in groups.items():
+        ups = [c["first_below"] if c["first_below"] is not None else np.inf for c in cs]
+        stay = [c["stays_below"] if c["stays_below"] is not None else np.inf for c in cs]
+        rows.append(
+            {
+                **dict(zip([k for k in KEYS if k != "seed"], k, strict=True)),
+                "seeds": len(cs),
+                "median_first_below": float(np.median(ups)),
+                "median_stays_below": float(np.median(stay)),
+                "reached": sum(np.isfinite(ups)),
+                "stayed": sum(np.isfinite(stay)),
+                "median_ff_final": statistics.median(c["ff_final"] for c in cs),
+                "median_fid_retain_delta": statistics.median(c["fid_retain_delta"] for c in cs),
+            }
+        )
+    with open(out / "summary.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
+def heatmaps(rows: list[dict], out: Path, steps: int) -> None:
+    panels = sorted({(r["method"], r["loss_reduction"], r["optimizer"], r["forget"]) for r in rows})
+    lrs = sorted({r["lr"] for r in rows})
+    betas = sorted({r["beta_o"] for r in rows})
+    fig, axes = plt.subplots(
+        len(panels), 2, figsize=(2.2 + 1.1 * len(betas) * 2, 1.0 + 1.0 * len(lrs) * len(panels)), squeeze=False
+    )
+    for (ax_u, ax_f), panel in zip(axes, panels, strict=True):
+        up = np.full((len(lrs), len(betas)), np.nan)
+        fd = np.full((len(lrs), len(betas)), np.nan)
+        for r in rows:
+            if (r["method"], r["loss_reduction"], r["optimizer"], r["forget"]) == panel:
+                i, j = lrs.index(r["lr"]), betas.index(r["beta_o"])
+                up[i, j] = min(r["median_first_below"], steps + 1)
+                fd[i, j] = r["median_fid_retain_delta"]
+        for ax, mat, cmap, title in (
+            (ax_u, up, "viridis_r", "median updates to < 2% (>K: never)"),
+            (ax_f, fd, "RdYlGn_r", "median retain-FID change"),
+        ):
+            im = ax.imshow(mat, cmap=cmap, aspect="auto")
+            for i, j in itertools.product(range(len(lrs)), range(len(betas))):
+                if not np.isnan(mat[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{mat[i, j]:.0f}" if ax is ax_u else f"{mat[i, j]:+.1f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="w" if ax is ax_u else "k",
+                    )
+            ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas], fontsize=7)
+            ax.set_yticks(range(len(lrs)), [f"{v:g}" for v in lrs], fontsize=7)
+            ax.set_xlabel("beta_o", fontsize=7)
+            ax.set_ylabel("lr", fontsize=7)
+            ax.set_title(f"{panel[0]} {panel[1]} {panel[2]} digit {panel[3]}: {title}", fontsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(out / "heatmaps.png", dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="s,uno,uno-s")
+    ap.add_argument("--beta-o", default="1e3")
+    ap.add_argument("--lr", default="1e-3")
+    ap.add_argument("--optimizer", default="adam")
+    ap.add_argument("--loss-reduction", default="sum")
+    ap.add_argument("--forget", default="1")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--fid-samples", type=int, default=5000)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--classifier-checkpoint", default=None)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells_path = out / "cells.jsonl"
+    done = {}
+    if cells_path.is_file():
+        for line in cells_path.read_text().splitlines():
+            c = json.loads(line)
+            done[key_of(c)] = c
+    grid = [
+        dict(zip(KEYS, v, strict=True))
+        for v in itertools.product(
+            args.methods.split(","),
+            floats(args.beta_o),
+            floats(args.lr),
+            args.optimizer.split(","),
+            args.loss_reduction.split(","),
+            [int(d) for d in args.forget.split(",")],
+            [int(s) for s in args.seeds.split(",")],
+            [args.steps],
+            [args.checkpoint],
+        )
+    ]
+    setups: dict[int, MnistSetup] = {}
+    fid0: dict[int, float] = {}
+    cells = []
+    for cell in tqdm(grid, desc="sweep"):
+        k = key_of(cell)
+        if k not in done:
+            d = cell["forget"]
+            if d not in setups:
+                setups[d] = MnistSetup(
+                    MnistUnlearnSpec(
+                        forget=(d,), checkpoint=args.checkpoint, classifier_checkpoint=args.classifier_checkpoint
+                    )
+                )
+                fid0[d] = setups[d].fid(setups[d].fresh_model(), args.fid_samples, 0)["fid_retain"]
+            done[k] = run_cell(setups[d], cell, args.fid_samples, fid0[d])
+            with open(cells_path, "a") as fh:
+                fh.write(json.dumps(done[k]) + "\n")
+        cells.append(done[k])
+    rows = summarise(cells, out)
+    heatmaps(rows, out, args.steps)
+    for r in rows:
+        print(
+            {
+                k: r[k]
+                for k in (
+                    "method",
+                    "beta_o",
+                    "lr",
+                    "optimizer",
+                    "loss_reduction",
+                    "forget",
+                    "median_first_below",
+                    "median_stays_below",
+                    "median_fid_retain_delta",
+                )
+            }
+        )
+
+
+if __name__ == "__main__":
+    main()
