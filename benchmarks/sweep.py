@@ -41,7 +41,18 @@ def key_of(cell: dict) -> str:
     return json.dumps({k: cell[k] for k in sorted(cell) if k in KEYS}, sort_keys=True)
 
 
-KEYS = ("method", "beta_o", "lr", "optimizer", "loss_reduction", "forget", "seed", "steps", "checkpoint")
+KEYS = (
+    "method",
+    "beta_o",
+    "ascent_weight",
+    "lr",
+    "optimizer",
+    "loss_reduction",
+    "forget",
+    "seed",
+    "steps",
+    "checkpoint",
+)
 
 
 def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: float) -> dict:
@@ -100,10 +111,10 @@ def summarise(cells: list[dict], out: Path) -> list[dict]:
     return rows
 
 
-def heatmaps(rows: list[dict], out: Path, steps: int) -> None:
+def heatmaps(rows: list[dict], out: Path, steps: int, x: str = "beta_o") -> None:
     panels = sorted({(r["method"], r["loss_reduction"], r["optimizer"], r["forget"]) for r in rows})
     lrs = sorted({r["lr"] for r in rows})
-    betas = sorted({r["beta_o"] for r in rows})
+    betas = sorted({r[x] for r in rows})
     fig, axes = plt.subplots(
         len(panels), 2, figsize=(2.2 + 1.1 * len(betas) * 2, 1.0 + 1.0 * len(lrs) * len(panels)), squeeze=False
     )
@@ -112,7 +123,7 @@ def heatmaps(rows: list[dict], out: Path, steps: int) -> None:
         fd = np.full((len(lrs), len(betas)), np.nan)
         for r in rows:
             if (r["method"], r["loss_reduction"], r["optimizer"], r["forget"]) == panel:
-                i, j = lrs.index(r["lr"]), betas.index(r["beta_o"])
+                i, j = lrs.index(r["lr"]), betas.index(r[x])
                 up[i, j] = min(r["median_first_below"], steps + 1)
                 fd[i, j] = r["median_fid_retain_delta"]
         for ax, mat, cmap, title in (
@@ -133,7 +144,7 @@ def heatmaps(rows: list[dict], out: Path, steps: int) -> None:
                     )
             ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas], fontsize=7)
             ax.set_yticks(range(len(lrs)), [f"{v:g}" for v in lrs], fontsize=7)
-            ax.set_xlabel("beta_o", fontsize=7)
+            ax.set_xlabel(x, fontsize=7)
             ax.set_ylabel("lr", fontsize=7)
             ax.set_title(f"{panel[0]} {panel[1]} {panel[2]} digit {panel[3]}: {title}", fontsize=7)
             fig.colorbar(im, ax=ax, fraction=0.04)
@@ -146,6 +157,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="s,uno,uno-s")
     ap.add_argument("--beta-o", default="1e3")
+    ap.add_argument("--ascent-weight", default="1")
+    ap.add_argument("--x-param", default="beta_o", choices=["beta_o", "ascent_weight"])
     ap.add_argument("--lr", default="1e-3")
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--loss-reduction", default="sum")
@@ -198,7 +211,7 @@ def main() -> None:
                 fh.write(json.dumps(done[k]) + "\n")
         cells.append(done[k])
     rows = summarise(cells, out)
-    heatmaps(rows, out, args.steps)
+    heatmaps(rows, out, args.steps, args.x_param)
     for r in rows:
         print(
             {

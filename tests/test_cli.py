@@ -127,3 +127,41 @@ def test_wrong_checkpoint_shapes_and_no_overwrite(tmp_path, capsys):
     )
     assert code == 2 and "refusing to overwrite the input checkpoint" in err
     assert (tmp_path / "mine" / "model.safetensors").read_bytes() == before
+
+
+def test_unlearn_records_every_option(tmp_path, capsys):
+    out_dir = tmp_path / "o"
+    argv = [
+        "unlearn",
+        "--method",
+        "s-asc",
+        "--ascent-weight",
+        "2",
+        "--forget-cap",
+        "1.2",
+        "--precision",
+        "bf16",
+        "--optimizer",
+        "sgd",
+        "--loss-reduction",
+        "mean",
+        "--bn-mode",
+        "eval",
+        "--steps",
+        "2",
+        "--no-early-stop",
+        "--monitor-samples",
+        "32",
+        "--forget",
+        "7",
+        "--seed",
+        "3",
+        "--quiet",
+        "--out",
+        str(out_dir),
+    ]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    cfg = json.loads((out_dir / "summary.json").read_text())["config"]
+    assert (cfg["method"], cfg["ascent_weight"], cfg["forget_cap"], cfg["precision"]) == ("s-asc", 2.0, 1.2, "bf16")
+    assert (cfg["optimizer"], cfg["loss_reduction"], cfg["bn_mode"], cfg["seed"]) == ("sgd", "mean", "eval", 3)

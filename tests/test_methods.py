@@ -48,6 +48,11 @@ def _reference_direction(name, model, br, bf, hat, step):
     hat_on = name.endswith("-hat")
     gr_loss = l_r + BETA_H * h if hat_on else l_r
     gf_loss = l_f + BETA_H * h if hat_on else l_f
+    if name == "s-asc":
+        g_r, g_f = _flat_grad(gr_loss, params), _flat_grad(gf_loss, params)
+        desc = g_r - (g_r @ g_f) / (g_f @ g_f) * g_f
+        asc = g_f - (g_r @ g_f) / (g_r @ g_r) * g_r
+        return desc - (desc.norm() / asc.norm()) * asc  # ascent_weight 1, below the cap at the first call
     if name in ("sa", "s", "s-hat"):
         g_r, g_f = _flat_grad(gr_loss, params), _flat_grad(gf_loss, params)
         if name == "sa":
@@ -208,3 +213,28 @@ def test_uno_with_zero_beta_o_is_plain_retain_descent(tiny_problem):
         return torch.cat([d.reshape(-1) for d in get_method(name).compute(ctx).direction])
 
     torch.testing.assert_close(direction("uno"), direction("d"), rtol=0, atol=0)
+
+
+def test_bounded_ascent_stops_at_the_cap(tiny_problem):
+    model, br, bf = tiny_problem
+    params = list(model.parameters())
+    method = get_method("s-asc")
+    scale_f = {"v": 1.0}
+
+    def ctx(step):
+        return StepContext(
+            params=params,
+            retain_loss=lambda: mse_objective(model, br),
+            forget_loss=lambda: scale_f["v"] * mse_objective(model, bf),
+            step=step,
+            hp=MethodParams(forget_cap=1.5, ascent_weight=2.0),
+        )
+
+    assert method.compute(ctx(0)).logs["ascent_w"] == 2.0
+    scale_f["v"] = 1.6  # forget loss now above 1.5x its first value: no more ascent, pure S
+    out = method.compute(ctx(1))
+    assert out.logs["ascent_w"] == 0.0
+    s_dir = get_method("s").compute(ctx(1)).direction
+    torch.testing.assert_close(
+        torch.cat([d.reshape(-1) for d in out.direction]), torch.cat([d.reshape(-1) for d in s_dir])
+    )

@@ -134,6 +134,8 @@ def train(
     help="Paper eq. 9 or the reference code's categorical KL.",
 )
 @click.option("--orthogonality", type=click.Choice(["cos", "dot"]), default="cos", show_default=True)
+@click.option("--ascent-weight", type=float, default=1.0, show_default=True, help="s-asc: relative ascent norm.")
+@click.option("--forget-cap", type=float, default=1.5, show_default=True, help="s-asc: stop ascent at this x L_f(0).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option(
     "--optimizer",
@@ -185,6 +187,8 @@ def unlearn(
     alpha: float,
     hat_kind: str,
     orthogonality: str,
+    ascent_weight: float,
+    forget_cap: float,
     batch_size: int,
     optimizer: str,
     loss_reduction: str,
@@ -197,6 +201,7 @@ def unlearn(
     fid_samples: int,
     seed: int,
     device: str,
+    precision: str,
     out: str,
     quiet: bool,
 ) -> None:
@@ -229,11 +234,14 @@ def unlearn(
         beta_o=beta_o,
         beta_h=beta_h,
         orthogonality=orthogonality,
+        ascent_weight=ascent_weight,
+        forget_cap=forget_cap,
         hat_kind=hat_kind,
         alpha=alpha,
         stop_at=stop_at,
         early_stop=early_stop,
         seed=seed,
+        precision=precision,
     ).validate()
     summary = unlearn_to_dir(spec, config, out, progress=not quiet)
     keys = [

@@ -43,7 +43,7 @@ class UnlearnConfig:
             (paper equations); changes the weight of beta_o relative to the retain loss.
         bn_mode: ``"train"`` (reference code: BatchNorm batch statistics, running stats updated) or
             ``"eval"`` (frozen running statistics) while computing losses.
-        beta_o, beta_h, orthogonality: see :class:`~genunlearn.methods.MethodParams`.
+        beta_o, beta_h, orthogonality, ascent_weight, forget_cap: see :class:`~genunlearn.methods.MethodParams`.
         hat_kind: ``"bernoulli"`` (paper eq. 9) or ``"categorical"`` (reference code).
         alpha: threshold of eq. 9.
         hat_samples: samples generated per step for the hat term (paper: N_g = B).
@@ -64,6 +64,8 @@ class UnlearnConfig:
     beta_o: float = 1e3
     beta_h: float = 1e3
     orthogonality: str = "cos"
+    ascent_weight: float = 1.0
+    forget_cap: float = 1.5
     hat_kind: str = "bernoulli"
     alpha: float = 1e-8
     hat_samples: int = 128
@@ -108,7 +110,13 @@ class UnlearnConfig:
     @property
     def method_params(self) -> MethodParams:
         """The hyperparameters handed to the method."""
-        return MethodParams(beta_o=self.beta_o, beta_h=self.beta_h, orthogonality=self.orthogonality)
+        return MethodParams(
+            beta_o=self.beta_o,
+            beta_h=self.beta_h,
+            orthogonality=self.orthogonality,
+            ascent_weight=self.ascent_weight,
+            forget_cap=self.forget_cap,
+        )
 
 
 @dataclass

@@ -97,6 +97,7 @@ def curves(path: Path, records: dict[str, list[dict]], labels: dict[str, str], t
             ax.set_title(mon, fontsize=9)
             if col == 1:
                 ax.set_xscale("symlog", linthresh=0.01)
+                ax.set_xlim(left=0)
     fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("Forget fraction (median over seeds, band: min-max); x of the right column: median compute time")
     fig.tight_layout(rect=(0, 0.07, 1, 1))

@@ -213,3 +213,32 @@ class Histogram(Method):
         g_h, d_kl = self.hat_grad(ctx)
         direction = axpy(1.0, g_h, g_r)
         return StepOutput(direction, _logs(l_r=l_r, g_r=direction, d_kl=d_kl))
+
+
+@register
+class SurgeryBoundedAscent(_Surgery):
+    """(S-asc, genunlearn): S plus a bounded ascent on the forget loss, both parts orthogonalised.
+
+    ``d = g_r' - w (|g_r'| / |g_f'|) g_f'`` with ``g_r'`` = g_r projected orthogonal to g_f (the S
+    direction) and ``g_f'`` = g_f projected orthogonal to g_r (the SA direction); ``w = ascent_weight``
+    while the forget loss is below ``forget_cap`` times its first value, else 0, so the ascent cannot run
+    away (the failure of A and SA). Experimental: see docs/findings.md.
+    """
+
+    name = "s-asc"
+    summary = "S + bounded forget ascent orthogonal to g_r (experimental, genunlearn)"
+
+    def __init__(self) -> None:
+        self._first_forget: float | None = None
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        g_r, g_f, logs = self.gradients(ctx)
+        l_f = logs["loss_f"]
+        if self._first_forget is None:
+            self._first_forget = l_f
+        cap = ctx.hp.forget_cap * abs(self._first_forget)
+        w = ctx.hp.ascent_weight if l_f < cap else 0.0
+        descent, ascent = project_out(g_r, g_f), project_out(g_f, g_r)
+        ratio = (sqnorm(descent) / sqnorm(ascent).clamp_min(1e-30)).sqrt()
+        logs["ascent_w"] = w
+        return StepOutput(axpy(-w * ratio, ascent, descent), logs)

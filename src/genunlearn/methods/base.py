@@ -31,11 +31,16 @@ class MethodParams:
         beta_h: weight of the classifier ("hat") term (paper eq. 9).
         orthogonality: ``"cos"`` (squared cosine, paper eq. 3) or ``"dot"`` (squared dot product,
             the linear-model analysis of appendix I, eq. 17).
+        ascent_weight: ``s-asc`` only: norm of the forget-ascent part relative to the retain part.
+        forget_cap: ``s-asc`` only: ascent stops once the forget loss exceeds this multiple of its
+            value at the first step.
     """
 
     beta_o: float = 1e3
     beta_h: float = 1e3
     orthogonality: str = "cos"
+    ascent_weight: float = 1.0
+    forget_cap: float = 1.5
 
 
 @dataclass
