@@ -30,8 +30,6 @@ from genunlearn.models import load_model, vae_loss
 from genunlearn.objectives import HatTerm
 from genunlearn.runinfo import versions
 
-HAT_METHODS = {"s-hat", "uno-hat", "uno-s-hat", "h"}
-
 
 class ConvVAE(nn.Module):
     """A larger model for the benchmark: a convolutional VAE on 28x28 images (about 3.4M parameters)."""
@@ -135,7 +133,7 @@ def make_steps(model, loss_fn, xr, xf, hat):
                 params=params,
                 retain_loss=l_r_fn,
                 forget_loss=l_f_fn,
-                hat_loss=(lambda: hat(model)) if name in HAT_METHODS else None,
+                hat_loss=(lambda: hat(model)) if method.uses_classifier else None,
                 step=counter["k"],
                 hp=MethodParams(beta_o=1e3, beta_h=1e3),
             )
@@ -241,6 +239,11 @@ def measure_memory(model_name: str, methods: list[str], device: str, batch: int,
     return out
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=4)
+    return q[0], q[2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=30)
@@ -252,6 +255,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_cost.json"))
     ap.add_argument("--memory-child", nargs=2, metavar=("MODEL", "METHOD"))
     args = ap.parse_args()
+    if args.repeats < 2:
+        ap.error("--repeats must be at least 2 (medians and quartiles)")
     torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(*args.memory_child, args.device, args.batch)
@@ -283,7 +288,7 @@ def main() -> None:
         entry = {
             "parameters": sum(p.numel() for p in params),
             "median_s": med,
-            "iqr_s": {n: (statistics.quantiles(v, n=4)[0], statistics.quantiles(v, n=4)[2]) for n, v in times.items()},
+            "iqr_s": {n: _quartiles(v) for n, v in times.items()},
             "ratios": ratios,
         }
         if not args.no_memory:

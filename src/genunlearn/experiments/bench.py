@@ -24,9 +24,8 @@ from tqdm.auto import tqdm
 from genunlearn.checkpoints import atomic_write_csv, atomic_write_json, atomic_write_text, save_weights
 from genunlearn.errors import ConfigError
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
-from genunlearn.loop import UnlearnConfig, unlearn
+from genunlearn.loop import UnlearnConfig
 from genunlearn.models import load_model
-from genunlearn.objectives import StandardTask, vae_objective
 from genunlearn.runinfo import versions
 
 
@@ -137,21 +136,9 @@ def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> UnlearnConf
 def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
     """Run one (entry, seed); returns the JSON-able record and the unlearned model."""
     cfg = _entry_config(entry, s, seed)
-    model = setup.fresh_model()
     ref = setup.monitor(seed + 1000, n=s.ref_monitor_samples, mode="train")
     robust = setup.monitor(seed, n=s.robust_monitor_samples, mode="eval")
-    needs_hat = entry.method in ("s-hat", "uno-hat", "uno-s-hat", "h")
-    result = unlearn(
-        model,
-        StandardTask(vae_objective(cfg.loss_reduction)),
-        setup.retain_data,
-        setup.forget_data,
-        cfg,
-        hat=setup.hat(cfg) if needs_hat else None,
-        monitor=robust,
-        extra_monitors={"ref": ref},
-        progress=False,
-    )
+    model, result = setup.run(cfg, monitor=robust, extra_monitors={"ref": ref}, progress=False)
     log = result.log
     ff_robust = [row.get("forget_fraction", math.nan) for row in log]
     ff_ref = [row.get("forget_fraction_ref", math.nan) for row in log]

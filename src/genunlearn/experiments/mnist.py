@@ -20,6 +20,7 @@ from genunlearn.errors import CheckpointError, ConfigError
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
+from genunlearn.methods import METHODS
 from genunlearn.models import MNISTVAE, load_model
 from genunlearn.objectives import HatTerm, StandardTask, vae_objective
 from genunlearn.runinfo import resolve_device, versions
@@ -140,20 +141,26 @@ class MnistSetup:
         return out
 
     def run(
-        self, config: UnlearnConfig, *, log_path: str | Path | None = None, progress: bool = True
+        self,
+        config: UnlearnConfig,
+        *,
+        monitor: ForgetMonitor | None = None,
+        extra_monitors: dict[str, ForgetMonitor] | None = None,
+        log_path: str | Path | None = None,
+        progress: bool = True,
     ) -> tuple[MNISTVAE, UnlearnResult]:
-        """Unlearn with ``config`` on a fresh copy of the original model."""
+        """Unlearn with ``config`` on a fresh copy of the original model (monitor: default, by the seed)."""
         model = self.fresh_model()
         task = StandardTask(vae_objective(config.loss_reduction))
-        method_needs_hat = config.method in ("s-hat", "uno-hat", "uno-s-hat", "h")
         result = unlearn(
             model,
             task,
             self.retain_data,
             self.forget_data,
             config,
-            hat=self.hat(config) if method_needs_hat else None,
-            monitor=self.monitor(config.seed),
+            hat=self.hat(config) if METHODS[config.method].uses_classifier else None,
+            monitor=monitor or self.monitor(config.seed),
+            extra_monitors=extra_monitors,
             log_path=log_path,
             progress=progress,
         )
