@@ -4,10 +4,13 @@ Usage (resumable: finished cells are read back from --out/cells.jsonl):
 
     python benchmarks/sweep.py --methods s,uno,uno-s --beta-o 1e1,1e3,1e5 --lr 1e-3,1e-2 \
         --optimizer adam --loss-reduction sum,mean --forget 1,7,8 --seeds 0,1,2 --steps 150 --out results/sweep
+    python benchmarks/sweep.py --methods rep --x-param beta_r --beta-r 3,10,30 --forget 1,7,8 \
+        --seeds 0,1,2,3,4,5,6,7,8,9 --steps 120 --out results/sweep/rep
 
 Every cell runs the full number of updates (no early stop) with the robust monitor (1,024 latents fixed
 per seed, eval mode) and records the first update below the threshold, the update from which it stays
-below, the final and minimum forget fraction, and the retain-digit FID after the run. It writes
+below, whether it stays below for the ``--hold`` updates after the first time (no rebound; undecided if
+the run is shorter), the final and minimum forget fraction, and the retain-digit FID after the run. It writes
 cells.jsonl, summary.csv (median over seeds per setting) and heatmaps (updates to unlearn, and FID change,
 over learning rate x beta_o for each method / reduction / optimizer / digit).
 """
@@ -28,7 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tqdm.auto import tqdm
 
-from genunlearn.experiments.bench import first_below, stays_below
+from genunlearn.experiments.bench import first_below, held_below, stays_below
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.loop import UnlearnConfig
 
@@ -45,6 +48,7 @@ KEYS = (
     "method",
     "beta_o",
     "ascent_weight",
+    "beta_r",
     "lr",
     "optimizer",
     "loss_reduction",
@@ -55,12 +59,14 @@ KEYS = (
 )
 
 
-def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: float) -> dict:
+def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: float, hold: int) -> dict:
     cfg = UnlearnConfig(
         method=cell["method"],
         steps=cell["steps"],
         lr=cell["lr"],
         beta_o=cell["beta_o"],
+        ascent_weight=cell["ascent_weight"],
+        beta_r=cell["beta_r"],
         optimizer=cell["optimizer"],
         loss_reduction=cell["loss_reduction"],
         early_stop=False,
@@ -74,6 +80,7 @@ def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: floa
         "status": res.status,
         "first_below": first_below(ff, 0.02),
         "stays_below": stays_below(ff, 0.02),
+        "held": held_below(ff, 0.02, hold),
         "ff_initial": ff[0],
         "ff_final": ff[-1],
         "ff_min": min(ff),
@@ -100,6 +107,7 @@ def summarise(cells: list[dict], out: Path) -> list[dict]:
                 "median_stays_below": float(np.median(stay)),
                 "reached": sum(np.isfinite(ups)),
                 "stayed": sum(np.isfinite(stay)),
+                "held": sum(bool(c.get("held")) for c in cs),
                 "median_ff_final": statistics.median(c["ff_final"] for c in cs),
                 "median_fid_retain_delta": statistics.median(c["fid_retain_delta"] for c in cs),
             }
@@ -158,7 +166,9 @@ def main() -> None:
     ap.add_argument("--methods", default="s,uno,uno-s")
     ap.add_argument("--beta-o", default="1e3")
     ap.add_argument("--ascent-weight", default="1")
-    ap.add_argument("--x-param", default="beta_o", choices=["beta_o", "ascent_weight"])
+    ap.add_argument("--beta-r", default="10")
+    ap.add_argument("--x-param", default="beta_o", choices=["beta_o", "ascent_weight", "beta_r"])
+    ap.add_argument("--hold", type=int, default=100, help="updates after the first < 2% that must stay below")
     ap.add_argument("--lr", default="1e-3")
     ap.add_argument("--optimizer", default="adam")
     ap.add_argument("--loss-reduction", default="sum")
@@ -183,6 +193,8 @@ def main() -> None:
         for v in itertools.product(
             args.methods.split(","),
             floats(args.beta_o),
+            floats(args.ascent_weight),
+            floats(args.beta_r),
             floats(args.lr),
             args.optimizer.split(","),
             args.loss_reduction.split(","),
@@ -206,7 +218,7 @@ def main() -> None:
                     )
                 )
                 fid0[d] = setups[d].fid(setups[d].fresh_model(), args.fid_samples, 0)["fid_retain"]
-            done[k] = run_cell(setups[d], cell, args.fid_samples, fid0[d])
+            done[k] = run_cell(setups[d], cell, args.fid_samples, fid0[d], args.hold)
             with open(cells_path, "a") as fh:
                 fh.write(json.dumps(done[k]) + "\n")
         cells.append(done[k])
@@ -218,13 +230,14 @@ def main() -> None:
                 k: r[k]
                 for k in (
                     "method",
-                    "beta_o",
+                    args.x_param,
                     "lr",
                     "optimizer",
                     "loss_reduction",
                     "forget",
                     "median_first_below",
                     "median_stays_below",
+                    "held",
                     "median_fid_retain_delta",
                 )
             }

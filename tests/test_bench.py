@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from genunlearn.experiments.bench import BenchSettings, aggregate, first_below, stays_below
+from genunlearn.experiments.bench import BenchSettings, aggregate, first_below, held_below, stays_below
 from tests.test_cli import run
 
 
@@ -19,8 +19,16 @@ def test_first_and_stay_below():
     assert stays_below([0.0, 0.0], 0.02) == 0
 
 
-def _rec(u, st, fid, t):
+def test_held_below_needs_the_whole_window():
+    assert held_below([0.1, 0.01, 0.0, 0.01, 0.05], 0.02, 2) is True  # 0.05 comes after the window
+    assert held_below([0.1, 0.01, 0.05, 0.0, 0.0], 0.02, 2) is False  # rebound inside the window
+    assert held_below([0.1, 0.01, 0.0], 0.02, 2) is None  # window not over: undecided
+    assert held_below([0.1, 0.3], 0.02, 2) is None
+
+
+def _rec(u, st, fid, t, curve=(0.1, 0.0, 0.0)):
     return {
+        "curve": {"forget_fraction_robust": list(curve)},
         "updates_to_unlearn_ref": u,
         "time_to_unlearn_ref_s": t,
         "updates_to_stay_ref": st,
@@ -36,9 +44,16 @@ def _rec(u, st, fid, t):
 
 
 def test_aggregate_means_over_reaching_seeds_and_fidelity():
-    recs = {"s": [_rec(10, 20, 5.0, 0.1), _rec(20, None, 7.0, 0.3), _rec(None, None, 6.0, None)]}
-    (row,) = aggregate(recs, {"fid": 5.0, "fid_retain": 5.0}, BenchSettings(fidelity_margin=1.5))
+    recs = {
+        "s": [
+            _rec(10, 20, 5.0, 0.1),
+            _rec(20, None, 7.0, 0.3, (0.1, 0.0, 0.5)),
+            _rec(None, None, 6.0, None, (0.1,) * 3),
+        ]
+    }
+    (row,) = aggregate(recs, {"fid": 5.0, "fid_retain": 5.0}, BenchSettings(fidelity_margin=1.5, hold=1))
     assert row["reached_ref"] == 2 and row["stayed_ref"] == 1 and row["seeds"] == 3
+    assert row["held_robust"] == 1
     assert row["updates_to_unlearn_ref"][0] == pytest.approx(15.0)
     assert row["time_to_unlearn_ref_s"][0] == pytest.approx(0.2)
     assert row["fid"][0] == pytest.approx(6.0)

@@ -14,7 +14,14 @@ from genunlearn.objectives import HatTerm, StandardTask
 from tests.conftest import mse_objective
 
 ETA = 1e-2
-BETA_O, BETA_H = 3.0, 2.0
+BETA_O, BETA_H, BETA_R = 3.0, 2.0, 0.7
+
+
+def _replace_loss(model):
+    """A stand-in replacement term: the model's outputs at fixed inputs pulled towards fixed targets."""
+    g = torch.Generator().manual_seed(9)
+    z, t = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
+    return ((model(z) - t) ** 2).sum()
 
 
 def _flat_grad(loss, params, create_graph=False):
@@ -39,12 +46,16 @@ def _reference_direction(name, model, br, bf, hat, step):
     alt = {"a-d": ("a", "d"), "uno-s": ("uno", "s"), "uno-s-hat": ("uno-hat", "s-hat")}
     if name in alt:
         name = alt[name][step % 2]
+    if name == "uno-fd":  # an approximation of UNO's exact step (tolerance in the test)
+        name = "uno"
     if name == "a":
         return -_flat_grad(l_f, params)
     if name == "d":
         return _flat_grad(l_r, params)
     if name == "h":
         return _flat_grad(l_r + BETA_H * h, params)
+    if name == "rep":
+        return _flat_grad(l_r + BETA_R * _replace_loss(model), params)
     hat_on = name.endswith("-hat")
     gr_loss = l_r + BETA_H * h if hat_on else l_r
     gf_loss = l_f + BETA_H * h if hat_on else l_f
@@ -78,8 +89,9 @@ def test_sgd_update_matches_paper_rule(tiny_problem, name, step):
         retain_loss=lambda: mse_objective(model, br),
         forget_loss=lambda: mse_objective(model, bf),
         hat_loss=lambda: hat(model),
+        replace_loss=lambda: _replace_loss(model),
         step=step,
-        hp=MethodParams(beta_o=BETA_O, beta_h=BETA_H),
+        hp=MethodParams(beta_o=BETA_O, beta_h=BETA_H, beta_r=BETA_R),
     )
     out = method.compute(ctx)
     opt = torch.optim.SGD(params, lr=ETA)
@@ -87,7 +99,60 @@ def test_sgd_update_matches_paper_rule(tiny_problem, name, step):
         p.grad = d.detach()
     opt.step()
     after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    torch.testing.assert_close(after - before, expected, rtol=1e-9, atol=1e-13)
+    if name == "uno-fd":  # finite differences: first-order accurate in the step
+        assert float((after - before - expected).norm() / expected.norm()) < 1e-3
+    else:
+        torch.testing.assert_close(after - before, expected, rtol=1e-9, atol=1e-13)
+
+
+def test_uno_fd_error_is_first_order_in_its_step(tiny_problem):
+    """Forward differences: halving ``fd_eps`` halves the deviation from the exact UNO direction (float64)."""
+    model, br, bf = tiny_problem
+    params = list(model.parameters())
+
+    def direction(name, eps):
+        ctx = StepContext(
+            params=params,
+            retain_loss=lambda: mse_objective(model, br),
+            forget_loss=lambda: mse_objective(model, bf),
+            hp=MethodParams(beta_o=BETA_O, fd_eps=eps),
+        )
+        return torch.cat([x.reshape(-1) for x in get_method(name).compute(ctx).direction]).detach()
+
+    exact = direction("uno", 1.0)
+    errs = [float((direction("uno-fd", eps) - exact).norm()) for eps in (2e-3, 1e-3, 5e-4)]
+    assert 1.8 < errs[0] / errs[1] < 2.2 and 1.8 < errs[1] / errs[2] < 2.2
+
+
+def test_uno_fd_replays_the_sampling_noise_of_each_loss(tiny_problem):
+    """With losses that draw random noise, the finite-difference HVPs must see the same noise as the gradient
+    they difference against (else the difference is noise / eps); the result then matches exact UNO on the
+    same noise."""
+    model, (xr, yr), (xf, yf) = tiny_problem
+    params = list(model.parameters())
+
+    def noisy(x, y):
+        return lambda: mse_objective(model, (x + 0.3 * torch.randn_like(x), y))
+
+    torch.manual_seed(3)
+    exact = get_method("uno").compute(
+        StepContext(params=params, retain_loss=noisy(xr, yr), forget_loss=noisy(xf, yf), hp=MethodParams(beta_o=3.0))
+    )
+    torch.manual_seed(3)
+    approx = get_method("uno-fd").compute(
+        StepContext(params=params, retain_loss=noisy(xr, yr), forget_loss=noisy(xf, yf), hp=MethodParams(beta_o=3.0))
+    )
+    a = torch.cat([x.reshape(-1) for x in approx.direction])
+    e = torch.cat([x.reshape(-1) for x in exact.direction])
+    assert float((a - e).norm() / e.norm()) < 1e-3
+    assert torch.rand(1).item() == pytest.approx(
+        (
+            torch.manual_seed(3),
+            torch.randn(16, 4, dtype=torch.float64),
+            torch.randn(16, 4, dtype=torch.float64),
+            torch.rand(1),
+        )[-1].item()
+    )  # the global random stream continues as if only the two losses had been drawn
 
 
 def test_alternating_methods_start_with_their_first_rule(tiny_problem):

@@ -136,6 +136,10 @@ def train(
 @click.option("--orthogonality", type=click.Choice(["cos", "dot"]), default="cos", show_default=True)
 @click.option("--ascent-weight", type=float, default=1.0, show_default=True, help="s-asc: relative ascent norm.")
 @click.option("--forget-cap", type=float, default=1.5, show_default=True, help="s-asc: stop ascent at this x L_f(0).")
+@click.option("--beta-r", type=float, default=10.0, show_default=True, help="rep: weight of the replacement term.")
+@click.option(
+    "--replace-neighbors", type=int, default=1, show_default=True, help="rep: retained targets per forget example."
+)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option(
     "--optimizer",
@@ -189,6 +193,8 @@ def unlearn(
     orthogonality: str,
     ascent_weight: float,
     forget_cap: float,
+    beta_r: float,
+    replace_neighbors: int,
     batch_size: int,
     optimizer: str,
     loss_reduction: str,
@@ -236,6 +242,8 @@ def unlearn(
         orthogonality=orthogonality,
         ascent_weight=ascent_weight,
         forget_cap=forget_cap,
+        beta_r=beta_r,
+        replace_neighbors=replace_neighbors,
         hat_kind=hat_kind,
         alpha=alpha,
         stop_at=stop_at,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,12 @@ class UnlearnConfig:
             (paper equations); changes the weight of beta_o relative to the retain loss.
         bn_mode: ``"train"`` (reference code: BatchNorm batch statistics, running stats updated) or
             ``"eval"`` (frozen running statistics) while computing losses.
-        beta_o, beta_h, orthogonality, ascent_weight, forget_cap: see :class:`~genunlearn.methods.MethodParams`.
+        beta_o, beta_h, orthogonality, ascent_weight, forget_cap, beta_r, fd_eps: see
+            :class:`~genunlearn.methods.MethodParams`.
         hat_kind: ``"bernoulli"`` (paper eq. 9) or ``"categorical"`` (reference code).
         alpha: threshold of eq. 9.
         hat_samples: samples generated per step for the hat term (paper: N_g = B).
+        replace_neighbors: ``rep`` methods: retained neighbours per forget example (targets of ``L_rep``).
         stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); ``None`` disables it.
         early_stop: stop at the first monitor reading below ``stop_at`` (else run all ``steps``).
         seed: seeds initial RNG state and batch order.
@@ -66,6 +68,9 @@ class UnlearnConfig:
     orthogonality: str = "cos"
     ascent_weight: float = 1.0
     forget_cap: float = 1.5
+    beta_r: float = 10.0
+    replace_neighbors: int = 1
+    fd_eps: float = 3e-4
     hat_kind: str = "bernoulli"
     alpha: float = 1e-8
     hat_samples: int = 128
@@ -95,7 +100,9 @@ class UnlearnConfig:
                 self.hat_kind in ("bernoulli", "categorical"),
                 f"hat kind must be 'bernoulli' or 'categorical', got {self.hat_kind!r}",
             ),
-            (self.beta_o >= 0 and self.beta_h >= 0, "beta_o and beta_h must be >= 0"),
+            (self.beta_o >= 0 and self.beta_h >= 0 and self.beta_r >= 0, "beta_o, beta_h and beta_r must be >= 0"),
+            (self.replace_neighbors >= 1, f"replace_neighbors must be >= 1, got {self.replace_neighbors}"),
+            (self.fd_eps > 0, f"fd_eps must be > 0, got {self.fd_eps}"),
             (self.precision in _DTYPES, f"precision must be one of {', '.join(_DTYPES)}, got {self.precision!r}"),
             (
                 self.stop_at is None or 0 <= self.stop_at <= 1,
@@ -116,6 +123,8 @@ class UnlearnConfig:
             orthogonality=self.orthogonality,
             ascent_weight=self.ascent_weight,
             forget_cap=self.forget_cap,
+            beta_r=self.beta_r,
+            fd_eps=self.fd_eps,
         )
 
 
@@ -181,6 +190,7 @@ def unlearn(
     config: UnlearnConfig,
     *,
     hat: HatTerm | None = None,
+    replacement: Callable[[nn.Module], torch.Tensor] | None = None,
     monitor: ForgetMonitor | None = None,
     extra_monitors: Mapping[str, ForgetMonitor] | None = None,
     log_path: str | Path | None = None,
@@ -195,6 +205,8 @@ def unlearn(
         retain_data, forget_data: tensors whose first dimension indexes examples (on the model's device).
         config: the options (validated here).
         hat: the classifier term, required by classifier-assisted methods.
+        replacement: the latent replacement term (:class:`~genunlearn.objectives.LatentReplacement`),
+            required by ``rep`` methods.
         monitor: measures the forget fraction before the first and after every update (drives stopping).
         extra_monitors: further monitors, logged as ``forget_fraction_<name>`` (not used for stopping).
         log_path: if given, the per-step log is written there as CSV.
@@ -207,6 +219,8 @@ def unlearn(
     method = get_method(config.method)
     if method.uses_classifier and hat is None:
         raise ConfigError(f"method {config.method!r} needs a classifier (hat term)")
+    if method.uses_replacement and replacement is None:
+        raise ConfigError(f"method {config.method!r} needs a latent replacement term")
     if len(forget_data) == 0:
         raise DataError("empty forget set")
     if method.uses_retain and len(retain_data) == 0:
@@ -261,6 +275,7 @@ def unlearn(
             retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
             forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
             hat_loss=(lambda: hat(model)) if hat is not None else None,
+            replace_loss=(lambda: replacement(model)) if replacement is not None else None,
             step=k,
             hp=hp,
         )

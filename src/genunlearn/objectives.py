@@ -11,6 +11,11 @@ A *task* turns a batch into a retain loss and a forget loss for any model:
 The hat term (:class:`HatTerm`) generates samples with gradients, classifies them and returns either
 the paper's Bernoulli KL (eq. 9) or the reference code's categorical KL to a uniform distribution over
 the retain classes.
+
+The latent replacement term (:class:`LatentReplacement`, genunlearn) is the classifier-free analogue of
+conditional replacement for generators driven by a latent code: the frozen original encoder says where in
+latent space the forget examples live, and the generator is taught to produce *retained* examples (each
+forget example's nearest retained neighbours in that latent space) there.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import nn
+from torch.nn import functional as F
 
 from genunlearn.errors import ConfigError
 from genunlearn.models.mnist_vae import MNISTVAE, vae_loss
@@ -138,3 +146,129 @@ class HatTerm:
         n_keep = int((~forget).sum())
         log_u = -math.log(n_keep)
         return (log_u - torch.log(probs[~forget].clamp_min(1e-30))).sum() / n_keep
+
+
+PerSampleDecodeLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class LatentReplacement:
+    """Classifier-free replacement term ``L_rep`` for latent-variable generators (genunlearn, not in the paper).
+
+    Each call draws ``samples`` forget examples, samples latents from their *frozen* (original-model)
+    posteriors ``z ~ N(mu_f, std_f^2)``, and returns the generator's loss of producing, at those latents,
+    one of the example's ``k`` nearest unambiguous retained neighbours (nearest by the frozen posterior
+    means, see :meth:`for_vae`). Only the generator (decoder) receives gradients; no classifier and no
+    knowledge of any monitor is used. The loss is computed with the model in eval mode, as it generates:
+    a batch of latents from the forget region alone would otherwise drag BatchNorm's running statistics
+    (measured: with train mode, 10 updates rearranged the whole latent map and FID rose by 7-17).
+
+    Attributes:
+        mu, std: frozen posterior means and standard deviations of the forget examples, ``(N, d)``.
+        targets: retained examples, ``(M, ...)``.
+        neighbours: indices into ``targets``, ``(N, k)``.
+        decode_loss: ``decode_loss(model, z, x_target) -> (B,)`` per-sample reconstruction loss.
+        samples: examples per call.
+        reduction: ``"sum"`` or ``"mean"`` over the samples (match the retain loss's reduction).
+    """
+
+    mu: torch.Tensor
+    std: torch.Tensor
+    targets: torch.Tensor
+    neighbours: torch.Tensor
+    decode_loss: PerSampleDecodeLoss
+    samples: int = 128
+    reduction: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.mu.shape[0] == 0:
+            raise ConfigError("latent replacement needs at least one forget example")
+        if self.targets.shape[0] == 0:
+            raise ConfigError("latent replacement needs at least one retained example")
+        if self.reduction not in ("sum", "mean"):
+            raise ConfigError(f"unknown loss reduction {self.reduction!r}; use 'sum' or 'mean'")
+        if self.samples < 1:
+            raise ConfigError(f"replacement samples must be >= 1, got {self.samples}")
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        n, k = self.neighbours.shape
+        dev = self.mu.device
+        i = torch.randint(0, n, (self.samples,), device=dev)
+        j = torch.randint(0, k, (self.samples,), device=dev)
+        was_training = model.training
+        model.eval()  # generation's mode: a batch of forget-region latents must not move BatchNorm statistics
+        try:
+            z = self.mu[i] + self.std[i] * torch.randn_like(self.mu[i])
+            per_sample = self.decode_loss(model, z, self.targets[self.neighbours[i, j]])
+        finally:
+            model.train(was_training)
+        return per_sample.sum() if self.reduction == "sum" else per_sample.mean()
+
+    @classmethod
+    @torch.no_grad()
+    def for_vae(
+        cls,
+        original: MNISTVAE,
+        retain: torch.Tensor,
+        forget: torch.Tensor,
+        *,
+        neighbours: int = 1,
+        samples: int = 128,
+        reduction: str = "sum",
+        max_forget_share: float = 0.0,
+        purity_neighbours: int = 16,
+        chunk: int = 4096,
+    ) -> LatentReplacement:
+        """Build the term from the original VAE (used frozen, in eval mode) and the retain/forget images.
+
+        Targets are the ``neighbours`` nearest retained examples (by frozen posterior mean) among the
+        *unambiguous* ones: a retained example whose ``purity_neighbours`` nearest training examples in
+        latent space include more than ``max_forget_share`` forget examples sits inside the forget data's
+        region (a 7 written like a 1) and would teach the forgotten class back; it is not used as a target.
+        """
+        if neighbours < 1:
+            raise ConfigError(f"replacement neighbours must be >= 1, got {neighbours}")
+        if len(forget) == 0:
+            raise ConfigError("latent replacement needs at least one forget example")
+        if len(retain) < neighbours:
+            raise ConfigError(f"latent replacement needs at least {neighbours} retained examples, got {len(retain)}")
+        was_training = original.training
+        original.eval()
+        mu_r = torch.cat([original.encode(retain[s : s + chunk])[0] for s in range(0, len(retain), chunk)])
+        enc_f = [original.encode(forget[s : s + chunk]) for s in range(0, len(forget), chunk)]
+        mu_f_t = torch.cat([m for m, _ in enc_f])
+        std_f = torch.cat([lv for _, lv in enc_f]).mul(0.5).exp()
+        keep = _unambiguous(mu_r.cpu().numpy(), mu_f_t.cpu().numpy(), purity_neighbours, max_forget_share)
+        if int(keep.sum()) < neighbours:
+            raise ConfigError(
+                f"only {int(keep.sum())} retained examples lie away from the forget data in latent space; "
+                "raise max_forget_share"
+            )
+        kept = np.flatnonzero(keep)
+        _, nearest = cKDTree(mu_r.cpu().numpy()[kept]).query(mu_f_t.cpu().numpy(), k=neighbours)
+        nn_idx = torch.as_tensor(kept[np.asarray(nearest).reshape(len(mu_f_t), neighbours)], device=retain.device)
+        original.train(was_training)
+
+        def decode_loss(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            logits = model.decode_logits(z)  # type: ignore[operator]
+            return F.binary_cross_entropy_with_logits(logits, x.reshape(x.shape[0], -1), reduction="none").sum(dim=1)
+
+        return cls(
+            mu=mu_f_t,
+            std=std_f,
+            targets=retain,
+            neighbours=nn_idx,
+            decode_loss=decode_loss,
+            samples=samples,
+            reduction=reduction,
+        )
+
+
+def _unambiguous(mu_r: np.ndarray, mu_f: np.ndarray, m: int, max_share: float) -> np.ndarray:
+    """Mask of retained points whose ``m`` nearest neighbours (retained and forget points, self excluded)
+    contain at most ``max_share`` forget points."""
+    everything = np.concatenate([mu_r, mu_f])
+    m = min(m, len(everything) - 1)
+    _, idx = cKDTree(everything).query(mu_r, k=m + 1)
+    share = (np.asarray(idx).reshape(len(mu_r), m + 1)[:, 1:] >= len(mu_r)).mean(axis=1)
+    return share <= max_share

@@ -66,6 +66,8 @@ ENTRIES: tuple[BenchEntry, ...] = (
         {"beta_o": 0.0, "hat_kind": "categorical"},
     ),
     BenchEntry("h-published", "'H' as published (retain-only fine-tuning)", "d", 3),
+    BenchEntry("uno-fd", "UNO-FD: UNO with finite-difference HVPs (genunlearn, approximate)", "uno-fd", 1),
+    BenchEntry("rep", "REP: latent replacement (genunlearn, no classifier, beta_r=10)", "rep", 1),
 )
 
 
@@ -95,6 +97,7 @@ class BenchSettings:
     robust_monitor_samples: int = 1024
     threshold: float = 0.02
     fidelity_margin: float = 3.0
+    hold: int = 100
 
     @classmethod
     def quick(cls) -> BenchSettings:
@@ -115,6 +118,17 @@ def stays_below(values: list[float], threshold: float) -> int | None:
     while i > 0 and values[i - 1] < threshold:
         i -= 1
     return i
+
+
+def held_below(values: list[float], threshold: float, window: int) -> bool | None:
+    """Whether every value from the first one below ``threshold`` through ``window`` further updates stays below.
+
+    ``None`` if the values never go below, or if the run ended before the window closed (undecided).
+    """
+    first = first_below(values, threshold)
+    if first is None or len(values) <= first + window:
+        return None
+    return all(v < threshold for v in values[first : first + window + 1])
 
 
 def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> UnlearnConfig:
@@ -207,6 +221,9 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], s: Bench
             row[f"updates_to_unlearn_{mon}"] = _mean_std([r[f"updates_to_unlearn_{mon}"] for r in reached])
             row[f"updates_to_stay_{mon}"] = _mean_std([r[f"updates_to_stay_{mon}"] for r in stayed])
             row[f"forget_fraction_final_{mon}"] = _mean_std([r[f"forget_fraction_final_{mon}"] for r in recs])
+        row["held_robust"] = sum(
+            held_below(r["curve"]["forget_fraction_robust"], s.threshold, s.hold) is True for r in recs
+        )
         row["fid"] = _mean_std([r["fid_final"] for r in recs])
         row["fid_retain"] = _mean_std([r["fid_retain_final"] for r in recs])
         row["time_per_step_s"] = _mean_std([r["time_per_step_s"] for r in recs])
@@ -220,7 +237,7 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
     """Markdown in the layout of the paper's Tables 1 and 3 (mean (std) over seeds)."""
     head = (
         "| algorithm | time to unlearn (s), ref monitor | updates to unlearn, ref | updates to unlearn, robust "
-        "| updates until it stays < thr., robust | reached ref / robust / stayed robust | FID (all digits) "
+        "| updates until it stays < thr., robust | reached ref · robust · stayed · held | FID (all digits) "
         "| FID (retain digits) | fidelity | time per step (ms) |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     out = [
@@ -231,7 +248,8 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
         f"{original['fid_retain']:.2f} (retain digits). {s.seeds} seeds, K = {s.steps} updates, threshold "
         f"{s.threshold}, FID from {s.fid_samples} samples. Mean (std) over seeds; time and updates over the "
         f"seeds that reached the threshold. Fidelity ✓: mean retain-digit FID within +{s.fidelity_margin} "
-        "of the original's.",
+        f"of the original's. Held: seeds whose robust reading stayed below the threshold for the {s.hold} updates "
+        "after it first got there (no rebound).",
         "",
     ]
     for table in (1, 3):
@@ -250,7 +268,8 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
                 f"| {r['label']} | {_fmt(r['time_to_unlearn_ref_s'])} | {_fmt(r['updates_to_unlearn_ref'], '.1f')} "
                 f"| {_fmt(r['updates_to_unlearn_robust'], '.1f')} | {_fmt(r['updates_to_stay_robust'], '.1f')} "
                 f"| {r['reached_ref']}/{r['seeds']} · {r['reached_robust']}/{r['seeds']} · "
-                f"{r['stayed_robust']}/{r['seeds']} | {_fmt(r['fid'], '.1f')} | {_fmt(r['fid_retain'], '.1f')} "
+                f"{r['stayed_robust']}/{r['seeds']} · {r['held_robust']}/{r['seeds']} "
+                f"| {_fmt(r['fid'], '.1f')} | {_fmt(r['fid_retain'], '.1f')} "
                 f"| {'✓' if r['fidelity'] else '✗'} | {_fmt(tps, '.1f')} |"
             )
         out.append("")

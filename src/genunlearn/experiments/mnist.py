@@ -22,7 +22,7 @@ from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
 from genunlearn.methods import METHODS
 from genunlearn.models import MNISTVAE, load_model
-from genunlearn.objectives import HatTerm, StandardTask, vae_objective
+from genunlearn.objectives import HatTerm, LatentReplacement, StandardTask, vae_objective
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -78,6 +78,7 @@ class MnistSetup:
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self._fid: ClassifierFID | None = None
+        self._replacements: dict[tuple[int, str, int], LatentReplacement] = {}
         self._fid_retain: ClassifierFID | None = None
 
     def _load_vae(self) -> MNISTVAE:
@@ -119,6 +120,20 @@ class MnistSetup:
             samples=config.hat_samples,
         )
 
+    def replacement(self, config: UnlearnConfig) -> LatentReplacement:
+        """The latent replacement term, built once per (neighbours, reduction, batch size) from the original VAE."""
+        key = (config.replace_neighbors, config.loss_reduction, config.batch_size)
+        if key not in self._replacements:
+            self._replacements[key] = LatentReplacement.for_vae(
+                self.fresh_model(),
+                self.retain_data,
+                self.forget_data,
+                neighbours=config.replace_neighbors,
+                samples=config.batch_size,
+                reduction=config.loss_reduction,
+            )
+        return self._replacements[key]
+
     def fid(self, model: MNISTVAE, n: int, seed: int = 0) -> dict[str, float]:
         """FID of ``n`` samples (eval mode) against all real training digits and against the retain digits."""
         if self._fid is None:
@@ -159,6 +174,7 @@ class MnistSetup:
             self.forget_data,
             config,
             hat=self.hat(config) if METHODS[config.method].uses_classifier else None,
+            replacement=self.replacement(config) if METHODS[config.method].uses_replacement else None,
             monitor=monitor or self.monitor(config.seed),
             extra_monitors=extra_monitors,
             log_path=log_path,

@@ -34,6 +34,8 @@ class MethodParams:
         ascent_weight: ``s-asc`` only: norm of the forget-ascent part relative to the retain part.
         forget_cap: ``s-asc`` only: ascent stops once the forget loss exceeds this multiple of its
             value at the first step.
+        beta_r: weight of the latent replacement term (``rep`` methods).
+        fd_eps: ``uno-fd`` only: relative finite-difference step (default ~ sqrt of float32 epsilon).
     """
 
     beta_o: float = 1e3
@@ -41,6 +43,8 @@ class MethodParams:
     orthogonality: str = "cos"
     ascent_weight: float = 1.0
     forget_cap: float = 1.5
+    beta_r: float = 10.0
+    fd_eps: float = 3e-4
 
 
 @dataclass
@@ -52,6 +56,7 @@ class StepContext:
         retain_loss: closure computing the retain loss on this step's retain batch (``L_r``).
         forget_loss: closure computing the forget loss on this step's forget batch (``L_f``).
         hat_loss: closure computing the classifier term ``d_KL`` (without ``beta_h``), or ``None``.
+        replace_loss: closure computing the latent replacement term ``L_rep`` (without ``beta_r``), or ``None``.
         step: index of this update, starting at 0.
         hp: hyperparameters.
     """
@@ -60,6 +65,7 @@ class StepContext:
     retain_loss: LossFn
     forget_loss: LossFn
     hat_loss: LossFn | None = None
+    replace_loss: LossFn | None = None
     step: int = 0
     hp: MethodParams = field(default_factory=MethodParams)
 
@@ -78,6 +84,7 @@ class Method(ABC):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     uses_classifier: ClassVar[bool] = False
+    uses_replacement: ClassVar[bool] = False
     uses_retain: ClassVar[bool] = True
 
     @abstractmethod
