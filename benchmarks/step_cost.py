@@ -4,8 +4,9 @@ Usage:  python benchmarks/step_cost.py [--repeats 30] [--threads 2] [--device cp
 
 Times are medians over interleaved repetitions (every method once per round, in rotating order), so
 slow drifts of the machine affect all methods alike. Ratios are computed from medians measured in this
-same run. Peak memory of a step is measured in a fresh subprocess per method (CPU: growth of the peak
-resident set over the set-up; CUDA: torch.cuda.max_memory_allocated). Results go to
+same run. Peak memory of a step is measured in a fresh subprocess per method, two ways: live tensors
+(CPU: the profiler's memory timeline; CUDA: torch.cuda.max_memory_allocated) and, on CPU, the growth of
+the resident set (what the process costs, allocator caching included). Results go to
 benchmarks/results/step_cost.json (or --out).
 """
 
@@ -27,7 +28,7 @@ from torch.nn import functional as F
 
 from genunlearn.methods import METHODS, MethodParams, StepContext, get_method
 from genunlearn.models import load_model, vae_loss
-from genunlearn.objectives import HatTerm
+from genunlearn.objectives import HatTerm, LatentReplacement
 from genunlearn.runinfo import versions
 
 
@@ -98,7 +99,16 @@ def setup(model_name: str, device: torch.device, batch: int):
         forget_classes=[1],
         samples=batch,
     )
-    return model, loss_fn, xr, xf, hat
+    # rep's replacement term at its real cost: forget-region latents decoded towards retained targets
+    rep = LatentReplacement(
+        mu=torch.randn(batch, latent, generator=g).to(device),
+        std=torch.full((batch, latent), 0.1, device=device),
+        targets=xr,
+        neighbours=torch.randint(0, batch, (batch, 1), generator=g).to(device),
+        decode_loss=lambda m, z, x: F.binary_cross_entropy(m.decode(z), x, reduction="none").sum(dim=1),
+        samples=batch,
+    )
+    return model, loss_fn, xr, xf, hat, rep
 
 
 # --- the straightforward implementations kept for comparison ---------------------------------------
@@ -119,7 +129,7 @@ def naive_uno(params, l_r_fn, l_f_fn, beta_o=1e3):
     return list(torch.autograd.grad(l_r + beta_o * cos**2, params))
 
 
-def make_steps(model, loss_fn, xr, xf, hat):
+def make_steps(model, loss_fn, xr, xf, hat, rep):
     params = [p for p in model.parameters() if p.requires_grad]
     l_r_fn = lambda: loss_fn(model, xr)  # noqa: E731
     l_f_fn = lambda: loss_fn(model, xf)  # noqa: E731
@@ -134,6 +144,7 @@ def make_steps(model, loss_fn, xr, xf, hat):
                 retain_loss=l_r_fn,
                 forget_loss=l_f_fn,
                 hat_loss=(lambda: hat(model)) if method.uses_classifier else None,
+                replace_loss=(lambda: rep(model)) if method.uses_replacement else None,
                 step=counter["k"],
                 hp=MethodParams(beta_o=1e3, beta_h=1e3),
             )
@@ -178,24 +189,42 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * resource.getpagesize()
 
 
-def memory_child(model_name: str, method: str, device: str, batch: int) -> None:
-    """Run in a subprocess: print the peak memory growth over the set-up during three steps of ``method``.
+def _tensor_peak_cpu(step) -> int:
+    """Peak bytes of live tensors during one call of ``step`` (CPU), from the profiler's memory timeline.
 
-    CPU: the resident set is sampled every 0.2 ms by a thread (large tensors are mmapped by the allocator
-    and returned on free, so the samples follow the live tensors); CUDA: max_memory_allocated.
+    This counts what the tensors need, independent of how the C allocator returns memory to the system.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import MemoryProfileTimeline  # private, but the only CPU tool
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        d = step()
+        del d
+    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
+    return int(max(sum(row) for row in sizes))
+
+
+def memory_child(model_name: str, method: str, device: str, batch: int) -> None:
+    """Run in a subprocess: print the peak memory of ``method``'s step, two ways.
+
+    ``tensor``: peak bytes of live tensors (CUDA: max_memory_allocated over three steps; CPU: the
+    profiler's memory timeline of one step after a warm-up step). ``rss`` (CPU only): growth of the
+    resident set over the set-up during three steps, sampled every 0.2 ms by a thread; this includes what
+    the C allocator keeps after frees (per-thread arenas), so it is what the process costs, not what the
+    tensors need.
     """
     import threading
 
     dev = torch.device(device)
-    model, loss_fn, xr, xf, hat = setup(model_name, dev, batch)
-    steps, _ = make_steps(model, loss_fn, xr, xf, hat)
+    model, loss_fn, xr, xf, hat, rep = setup(model_name, dev, batch)
+    steps, _ = make_steps(model, loss_fn, xr, xf, hat, rep)
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         for _ in range(3):
             steps[method]()
-        peak = torch.cuda.max_memory_allocated()
+        out = {"tensor": torch.cuda.max_memory_allocated() - base}
     else:
         base, peak, stop = _rss(), [0], threading.Event()
 
@@ -210,12 +239,15 @@ def memory_child(model_name: str, method: str, device: str, batch: int) -> None:
             steps[method]()
         stop.set()
         t.join()
-        peak = peak[0]
-    print(json.dumps({"peak_growth_bytes": max(0, peak - base)}))
+        out = {"rss": max(0, peak[0] - base), "tensor": _tensor_peak_cpu(steps[method])}
+    print(json.dumps(out))
 
 
-def measure_memory(model_name: str, methods: list[str], device: str, batch: int, threads: int) -> dict[str, int]:
-    out = {}
+def measure_memory(
+    model_name: str, methods: list[str], device: str, batch: int, threads: int
+) -> dict[str, dict[str, int]]:
+    """``{kind: {method: bytes}}`` with kind ``tensor`` (and ``rss`` on CPU), each method in a fresh process."""
+    out: dict[str, dict[str, int]] = {}
     for m in methods:
         res = subprocess.run(
             [
@@ -235,7 +267,8 @@ def measure_memory(model_name: str, methods: list[str], device: str, batch: int,
             text=True,
             check=True,
         )
-        out[m] = json.loads(res.stdout.strip().splitlines()[-1])["peak_growth_bytes"]
+        for kind, v in json.loads(res.stdout.strip().splitlines()[-1]).items():
+            out.setdefault(kind, {})[m] = v
     return out
 
 
@@ -274,8 +307,8 @@ def main() -> None:
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     for model_name in args.models.split(","):
-        model, loss_fn, xr, xf, hat = setup(model_name, device, args.batch)
-        steps, params = make_steps(model, loss_fn, xr, xf, hat)
+        model, loss_fn, xr, xf, hat, rep = setup(model_name, device, args.batch)
+        steps, params = make_steps(model, loss_fn, xr, xf, hat, rep)
         times = time_steps(steps, params, device, args.repeats)
         med = {n: statistics.median(v) for n, v in times.items()}
         ratios = {
@@ -284,6 +317,8 @@ def main() -> None:
             "s/naive-s": med["s"] / med["naive-s"],
             "uno/naive-uno": med["uno"] / med["naive-uno"],
             "uno-s/s": med["uno-s"] / med["s"],
+            "uno-fd/s": med["uno-fd"] / med["s"],
+            "uno-fd/uno": med["uno-fd"] / med["uno"],
         }
         entry = {
             "parameters": sum(p.numel() for p in params),
@@ -293,10 +328,13 @@ def main() -> None:
         }
         if not args.no_memory:
             mem = measure_memory(
-                model_name, ["s", "uno", "naive-s", "naive-uno"], args.device, args.batch, args.threads
+                model_name, ["s", "uno", "uno-fd", "naive-s", "naive-uno"], args.device, args.batch, args.threads
             )
-            entry["peak_memory_growth_bytes"] = mem
-            entry["ratios"]["memory uno/s"] = mem["uno"] / max(mem["s"], 1)
+            entry["peak_memory_bytes"] = mem
+            for kind, m in mem.items():
+                entry["ratios"][f"memory ({kind}) uno/s"] = m["uno"] / max(m["s"], 1)
+                entry["ratios"][f"memory ({kind}) naive-uno/naive-s"] = m["naive-uno"] / max(m["naive-s"], 1)
+                entry["ratios"][f"memory ({kind}) uno-fd/s"] = m["uno-fd"] / max(m["s"], 1)
         report["models"][model_name] = entry
         print(
             f"\n{model_name}: {entry['parameters']:,} parameters, batch {args.batch}, {device}, "
@@ -307,9 +345,9 @@ def main() -> None:
             print(f"{n:12s} {1e3 * v:10.2f}")
         for k, v in entry["ratios"].items():
             print(f"ratio {k:22s} {v:6.2f}")
-        if "peak_memory_growth_bytes" in entry:
-            for k, v in entry["peak_memory_growth_bytes"].items():
-                print(f"peak memory growth {k:10s} {v / 2**20:8.1f} MiB")
+        for kind, m in entry.get("peak_memory_bytes", {}).items():
+            for k, v in m.items():
+                print(f"peak memory ({kind:6s}) {k:10s} {v / 2**20:8.1f} MiB")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten {args.out}")

@@ -110,12 +110,30 @@ def summarise(cells: list[dict], out: Path) -> list[dict]:
                 "held": sum(bool(c.get("held")) for c in cs),
                 "median_ff_final": statistics.median(c["ff_final"] for c in cs),
                 "median_fid_retain_delta": statistics.median(c["fid_retain_delta"] for c in cs),
+                "max_fid_retain_delta": max(c["fid_retain_delta"] for c in cs),
+                "median_max_after_first": statistics.median(
+                    max(c["curve"][c["first_below"] : c["first_below"] + 101]) if c["first_below"] is not None else 1.0
+                    for c in cs
+                ),
             }
         )
     with open(out / "summary.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    lines = [
+        "| method | beta_o | ascent_weight | beta_r | lr | optimizer | reduction | digit | seeds | median updates to "
+        "< 2% | reached | held 100 updates | median max. in those 100 | median retain-FID change | max. change |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['beta_o']:g} | {r['ascent_weight']:g} | {r['beta_r']:g} | {r['lr']:g} "
+            f"| {r['optimizer']} | {r['loss_reduction']} | {r['forget']} | {r['seeds']} "
+            f"| {r['median_first_below']:g} | {r['reached']} | {r['held']} | {100 * r['median_max_after_first']:.1f}% "
+            f"| {r['median_fid_retain_delta']:+.2f} | {r['max_fid_retain_delta']:+.2f} |"
+        )
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
     return rows
 
 
