@@ -279,7 +279,7 @@ def unlearn(
 @click.option("--fid-samples", type=int, default=5000, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out: str, forget: int, seed: int, fid_samples: int, quiet: bool) -> None:
-    """The main job: forget a digit from the bundled MNIST VAE with UNO and with S, and report."""
+    """The main job: forget a digit from the bundled MNIST VAE with rep, UNO and S, and report."""
     from genunlearn.experiments.demo import format_table, run_demo
 
     rows = run_demo(out, forget=forget, seed=seed, fid_samples=fid_samples, progress=not quiet)

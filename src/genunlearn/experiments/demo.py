@@ -1,8 +1,9 @@
 """``genunlearn demo``: forget digit 1 from the bundled MNIST VAE and show what happened.
 
-Runs the best classifier-free method of our MNIST benchmark and gradient surgery S for comparison, with
-the robust monitor (1,024 latents fixed by the seed, eval mode), and writes a markdown report with the
-before/after grid and class histograms.
+Runs genunlearn's classifier-free latent replacement (``rep``, the fastest classifier-free method of our
+MNIST benchmark), and the paper's UNO and gradient surgery S for comparison, with the robust monitor
+(1,024 latents fixed by the seed, eval mode), and writes a markdown report with the before/after grid and
+class histograms.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.loop import UnlearnConfig
 from genunlearn.runinfo import versions
 
-DEMO_METHODS = ("uno", "s")
+DEMO_METHODS = ("rep", "uno", "s")
 
 
 def run_demo(
@@ -118,7 +119,9 @@ def _report(rows: list[dict], forget: int, fid_samples: int) -> str:
         "Forget fraction: share of 1,024 samples (latents fixed by the seed, model in eval mode) that the "
         f"bundled MNIST classifier assigns to digit {forget}; 'unlearned' = below 2%. Time counts only loss, "
         f"gradient and update computation. FID: classifier features, {fid_samples} generated samples, against "
-        "all real training digits and against the retained digits only.",
+        "all real training digits and against the retained digits only. Each run stops at the first reading "
+        "below 2%; on our 10-seed benchmark `rep` stays below for the next 100 updates in 8 of 10 seeds "
+        "(results/mnist/bundled/table.md in the repository), and UNO and S do not reach 2% on this model.",
         "",
         format_table(rows),
         "",

@@ -324,18 +324,28 @@ class UNOFiniteDifference(Method):
             else:
                 v_r, v_f, factor = g_f, g_r, 2.0 * d
             theta_norm = sqnorm(params).sqrt()
-        hv = []
+        pen: Grads | None = None
         for v, g0, rng, loss in ((v_r, g_r, rng_r, ctx.retain_loss), (v_f, g_f, rng_f, ctx.forget_loss)):
             with torch.no_grad():
                 eps = float(ctx.hp.fd_eps * (1.0 + theta_norm) / sqnorm(v).sqrt().clamp_min(TINY))
                 torch._foreach_add_(params, v, alpha=eps)
             try:
                 rng.restore()
-                g1 = grad(loss(), params)
+                hv = grad(loss(), params)
             finally:
                 with torch.no_grad():
                     torch._foreach_add_(params, v, alpha=-eps)
-            hv.append([(a - b) / eps for a, b in zip(g1, g0, strict=True)])
+            with torch.no_grad():  # in place: (g(theta + eps v) - g(theta)) / eps, summed over both batches
+                torch._foreach_sub_(hv, g0)
+                torch._foreach_mul_(hv, 1.0 / eps)
+                if pen is None:
+                    pen = hv
+                else:
+                    torch._foreach_add_(pen, hv)
+            del hv
         rng_end.restore()
-        g_pen = [factor * (a + b) for a, b in zip(hv[0], hv[1], strict=True)]
-        return StepOutput(axpy(ctx.hp.beta_o, g_pen, g_r), logs)
+        assert pen is not None
+        with torch.no_grad():
+            torch._foreach_mul_(pen, ctx.hp.beta_o * factor)
+            torch._foreach_add_(pen, g_r)
+        return StepOutput(pen, logs)
