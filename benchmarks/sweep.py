@@ -91,7 +91,7 @@ def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: floa
     }
 
 
-def summarise(cells: list[dict], out: Path) -> list[dict]:
+def summarise(cells: list[dict], out: Path, hold: int) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for c in cells:
         groups.setdefault(tuple(c[k] for k in KEYS if k != "seed"), []).append(c)
@@ -112,7 +112,9 @@ def summarise(cells: list[dict], out: Path) -> list[dict]:
                 "median_fid_retain_delta": statistics.median(c["fid_retain_delta"] for c in cs),
                 "max_fid_retain_delta": max(c["fid_retain_delta"] for c in cs),
                 "median_max_after_first": statistics.median(
-                    max(c["curve"][c["first_below"] : c["first_below"] + 101]) if c["first_below"] is not None else 1.0
+                    max(c["curve"][c["first_below"] : c["first_below"] + hold + 1])
+                    if c["first_below"] is not None
+                    else 1.0
                     for c in cs
                 ),
             }
@@ -122,8 +124,9 @@ def summarise(cells: list[dict], out: Path) -> list[dict]:
         w.writeheader()
         w.writerows(rows)
     lines = [
-        "| method | beta_o | ascent_weight | beta_r | lr | optimizer | reduction | digit | seeds | median updates to "
-        "< 2% | reached | held 100 updates | median max. in those 100 | median retain-FID change | max. change |",
+        "| method | beta_o | ascent_weight | beta_r | lr | optimizer | reduction | digit | seeds | median updates "
+        f"to < 2% | reached | held {hold} updates | median max. in those {hold} | median retain-FID change "
+        "| max. change |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -240,7 +243,7 @@ def main() -> None:
             with open(cells_path, "a") as fh:
                 fh.write(json.dumps(done[k]) + "\n")
         cells.append(done[k])
-    rows = summarise(cells, out)
+    rows = summarise(cells, out, args.hold)
     heatmaps(rows, out, args.steps, args.x_param)
     for r in rows:
         print(

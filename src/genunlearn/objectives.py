@@ -234,27 +234,30 @@ class LatentReplacement:
             raise ConfigError(f"latent replacement needs at least {neighbours} retained examples, got {len(retain)}")
         was_training = original.training
         original.eval()
-        mu_r = torch.cat([original.encode(retain[s : s + chunk])[0] for s in range(0, len(retain), chunk)])
-        enc_f = [original.encode(forget[s : s + chunk]) for s in range(0, len(forget), chunk)]
-        mu_f_t = torch.cat([m for m, _ in enc_f])
+        try:
+            mu_r = torch.cat([original.encode(retain[s : s + chunk])[0] for s in range(0, len(retain), chunk)])
+            enc_f = [original.encode(forget[s : s + chunk]) for s in range(0, len(forget), chunk)]
+        finally:
+            original.train(was_training)
+        mu_f = torch.cat([m for m, _ in enc_f])
         std_f = torch.cat([lv for _, lv in enc_f]).mul(0.5).exp()
-        keep = _unambiguous(mu_r.cpu().numpy(), mu_f_t.cpu().numpy(), purity_neighbours, max_forget_share)
+        mu_r_np, mu_f_np = mu_r.cpu().numpy(), mu_f.cpu().numpy()
+        keep = _unambiguous(mu_r_np, mu_f_np, purity_neighbours, max_forget_share)
         if int(keep.sum()) < neighbours:
             raise ConfigError(
                 f"only {int(keep.sum())} retained examples lie away from the forget data in latent space; "
                 "raise max_forget_share"
             )
         kept = np.flatnonzero(keep)
-        _, nearest = cKDTree(mu_r.cpu().numpy()[kept]).query(mu_f_t.cpu().numpy(), k=neighbours)
-        nn_idx = torch.as_tensor(kept[np.asarray(nearest).reshape(len(mu_f_t), neighbours)], device=retain.device)
-        original.train(was_training)
+        _, nearest = cKDTree(mu_r_np[kept]).query(mu_f_np, k=neighbours)
+        nn_idx = torch.as_tensor(kept[np.asarray(nearest).reshape(len(mu_f_np), neighbours)], device=retain.device)
 
         def decode_loss(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             logits = model.decode_logits(z)  # type: ignore[operator]
             return F.binary_cross_entropy_with_logits(logits, x.reshape(x.shape[0], -1), reduction="none").sum(dim=1)
 
         return cls(
-            mu=mu_f_t,
+            mu=mu_f,
             std=std_f,
             targets=retain,
             neighbours=nn_idx,

@@ -78,8 +78,8 @@ class MnistSetup:
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         self._fid: ClassifierFID | None = None
-        self._replacements: dict[tuple[int, str, int], LatentReplacement] = {}
         self._fid_retain: ClassifierFID | None = None
+        self._replacements: dict[tuple[int, str, int], LatentReplacement] = {}
 
     def _load_vae(self) -> MNISTVAE:
         model = load_model("mnist-vae", self.spec.checkpoint, device=self.device)

@@ -26,9 +26,9 @@ from genunlearn.methods.gradients import (
     Grads,
     axpy,
     cosine,
-    dot,
     grad,
     orthogonality_penalty_grad,
+    penalty_vectors,
     project_out,
     scale,
     sqnorm,
@@ -312,17 +312,8 @@ class UNOFiniteDifference(Method):
         logs = _logs(l_r, l_f, g_r, g_f)
         if ctx.hp.beta_o == 0.0:
             return StepOutput(g_r, logs)
+        v_r, v_f, factor, _ = penalty_vectors(g_r, g_f, kind=ctx.hp.orthogonality)
         with torch.no_grad():
-            d = dot(g_r, g_f)
-            if ctx.hp.orthogonality == "cos":
-                nr2, nf2 = sqnorm(g_r), sqnorm(g_f)
-                inv = 1.0 / (nr2 * nf2).sqrt().clamp_min(TINY)
-                c = d * inv
-                v_r = axpy(-c / nr2.clamp_min(TINY), g_r, scale(inv, g_f))
-                v_f = axpy(-c / nf2.clamp_min(TINY), g_f, scale(inv, g_r))
-                factor = 2.0 * c
-            else:
-                v_r, v_f, factor = g_f, g_r, 2.0 * d
             theta_norm = sqnorm(params).sqrt()
         pen: Grads | None = None
         for v, g0, rng, loss in ((v_r, g_r, rng_r, ctx.retain_loss), (v_f, g_f, rng_f, ctx.forget_loss)):

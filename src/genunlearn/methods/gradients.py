@@ -68,6 +68,30 @@ def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack(norms)).all())
 
 
+@torch.no_grad()
+def penalty_vectors(
+    g_r: Sequence[torch.Tensor], g_f: Sequence[torch.Tensor], *, kind: str = "cos"
+) -> tuple[Grads, Grads, torch.Tensor, torch.Tensor]:
+    """``(v_r, v_f, factor, value)`` with ``grad penalty = factor * (H_r v_r + H_f v_f)`` (no graph).
+
+    ``kind="cos"``: ``c^2``, ``v_r = g_f/(|r||f|) - c g_r/|r|^2``, ``v_f = g_r/(|r||f|) - c g_f/|f|^2``,
+    ``factor = 2c``; ``kind="dot"``: ``d^2``, ``v_r = g_f``, ``v_f = g_r``, ``factor = 2d``.
+    """
+    gr = [x.detach() for x in g_r]
+    gf = [x.detach() for x in g_f]
+    d = dot(gr, gf)
+    if kind == "cos":
+        nr2, nf2 = sqnorm(gr), sqnorm(gf)
+        inv = 1.0 / (nr2 * nf2).sqrt().clamp_min(TINY)
+        c = d * inv
+        v_r = axpy(-c / nr2.clamp_min(TINY), gr, scale(inv, gf))
+        v_f = axpy(-c / nf2.clamp_min(TINY), gf, scale(inv, gr))
+        return v_r, v_f, 2.0 * c, c * c
+    if kind == "dot":
+        return gf, gr, 2.0 * d, d * d
+    raise ValueError(f"unknown orthogonality kind {kind!r}; use 'cos' or 'dot'")
+
+
 def orthogonality_penalty_grad(
     g_r: Sequence[torch.Tensor],
     g_f: Sequence[torch.Tensor],
@@ -85,22 +109,7 @@ def orthogonality_penalty_grad(
     ``g_r`` and ``g_f`` must have been computed with ``create_graph=True``; both Hessian-vector products
     are taken in a single backward pass through the two gradient graphs.
     """
-    with torch.no_grad():
-        gr = [x.detach() for x in g_r]
-        gf = [x.detach() for x in g_f]
-        d = dot(gr, gf)
-        if kind == "cos":
-            nr2, nf2 = sqnorm(gr), sqnorm(gf)
-            inv = 1.0 / (nr2 * nf2).sqrt().clamp_min(TINY)
-            c = d * inv
-            v_r = axpy(-c / nr2.clamp_min(TINY), gr, scale(inv, gf))
-            v_f = axpy(-c / nf2.clamp_min(TINY), gf, scale(inv, gr))
-            factor, value = 2.0 * c, c * c
-        elif kind == "dot":
-            v_r, v_f = gf, gr
-            factor, value = 2.0 * d, d * d
-        else:
-            raise ValueError(f"unknown orthogonality kind {kind!r}; use 'cos' or 'dot'")
+    v_r, v_f, factor, value = penalty_vectors(g_r, g_f, kind=kind)
     outputs, grad_outputs = [], []
     for g, v in zip(list(g_r) + list(g_f), v_r + v_f, strict=True):
         if g.requires_grad:  # a parameter a loss does not use has a constant (zero) gradient
