@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from genunlearn.experiments.bench import first_below, held_below, stays_below
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.loop import UnlearnConfig
+from genunlearn.objectives import ObjectiveConfig
 
 
 def floats(s: str) -> list[float]:
@@ -68,11 +69,10 @@ def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: floa
         ascent_weight=cell["ascent_weight"],
         beta_r=cell["beta_r"],
         optimizer=cell["optimizer"],
-        loss_reduction=cell["loss_reduction"],
         early_stop=False,
         seed=cell["seed"],
     )
-    model, res = setup.run(cfg, progress=False)
+    model, res = setup.run(cfg, ObjectiveConfig(loss_reduction=cell["loss_reduction"]), progress=False)
     ff = [row.get("forget_fraction", float("nan")) for row in res.log]
     fid = setup.fid(model, fid_samples, cell["seed"])["fid_retain"] if fid_samples else float("nan")
     return {

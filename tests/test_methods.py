@@ -186,7 +186,7 @@ def test_loop_with_sgd_applies_exactly_one_paper_step(tiny_problem):
 def test_hat_terms_values():
     probs_model = torch.nn.Identity()
     logits = torch.log(torch.tensor([[1e-12, 0.5, 0.5]]))  # no forget mass at all
-    for kind, expected in (("bernoulli", -math.log(1 - 1e-3)), ("categorical", 0.0)):
+    for kind, expected in (("bernoulli", -math.log(1 - 1e-3)), ("uniform-kl", 0.0), ("reference", 0.0)):
         hat = HatTerm(
             generate=lambda m, n: logits.expand(n, 3),
             classifier=torch.nn.Identity(),

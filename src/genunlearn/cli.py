@@ -128,10 +128,10 @@ def train(
 @click.option("--alpha", type=float, default=1e-8, show_default=True, help="Threshold of the hat KL (eq. 9).")
 @click.option(
     "--hat-kind",
-    type=click.Choice(["bernoulli", "categorical"]),
+    type=click.Choice(["bernoulli", "reference", "uniform-kl"]),
     default="bernoulli",
     show_default=True,
-    help="Paper eq. 9 or the reference code's categorical KL.",
+    help="Paper eq. 9, the reference code's term, or KL(u || mean softmax).",
 )
 @click.option("--orthogonality", type=click.Choice(["cos", "dot"]), default="cos", show_default=True)
 @click.option("--ascent-weight", type=float, default=1.0, show_default=True, help="s-asc: relative ascent norm.")
@@ -157,10 +157,10 @@ def train(
 )
 @click.option(
     "--bn-mode",
-    type=click.Choice(["train", "eval"]),
+    type=click.Choice(["train", "eval", "batch"]),
     default="train",
     show_default=True,
-    help="BatchNorm during unlearning (train: reference code).",
+    help="BatchNorm during unlearning (train: reference code; batch: batch statistics, running ones untouched).",
 )
 @click.option("--stop-at", type=float, default=0.02, show_default=True, help="Forget-fraction threshold.")
 @click.option("--early-stop/--no-early-stop", default=True, show_default=True)
@@ -215,6 +215,7 @@ def unlearn(
     from genunlearn.errors import ConfigError
     from genunlearn.experiments.mnist import MnistUnlearnSpec, unlearn_to_dir
     from genunlearn.loop import UnlearnConfig
+    from genunlearn.objectives import ObjectiveConfig
 
     if model_name != "mnist-vae":
         raise ConfigError(f"unlearn supports --model mnist-vae for now, got {model_name!r}")
@@ -235,7 +236,6 @@ def unlearn(
         lr=lr,
         batch_size=batch_size,
         optimizer=optimizer,
-        loss_reduction=loss_reduction,
         bn_mode=bn_mode,
         beta_o=beta_o,
         beta_h=beta_h,
@@ -243,15 +243,15 @@ def unlearn(
         ascent_weight=ascent_weight,
         forget_cap=forget_cap,
         beta_r=beta_r,
-        replace_neighbors=replace_neighbors,
-        hat_kind=hat_kind,
-        alpha=alpha,
         stop_at=stop_at,
         early_stop=early_stop,
         seed=seed,
         precision=precision,
     ).validate()
-    summary = unlearn_to_dir(spec, config, out, progress=not quiet)
+    objective = ObjectiveConfig(
+        loss_reduction=loss_reduction, hat_kind=hat_kind, alpha=alpha, replace_neighbors=replace_neighbors
+    ).validate()
+    summary = unlearn_to_dir(spec, config, out, objective, progress=not quiet)
     keys = [
         "method",
         "status",

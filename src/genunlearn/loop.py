@@ -1,14 +1,18 @@
 """The unlearning loop: one place for optimizer, batches, timing, stopping, logging and numerical safety.
 
 Timing follows the paper: only the loss, gradient and update computation of each step is timed
-(synchronised on CUDA); drawing batches, monitoring (generation + classification) and logging are not.
+(synchronised on CUDA). Not timed: drawing batches, the snapshot of the model's state kept for the NaN
+guard, the finiteness checks, per-step diagnostics (gradient norms, cos^2) and their host synchronisation,
+monitoring (generation + classification) and logging.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +31,15 @@ from genunlearn.objectives import HatTerm, Task
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+BN_MODES = ("train", "eval", "batch")
+
+
 @dataclass(frozen=True)
 class UnlearnConfig:
-    """Every option of an unlearning run (recorded with every run).
+    """Every option the engine applies (recorded with every run).
 
+    Options of the model-side terms (loss reduction, classifier term, replacement targets) are not here: they
+    are applied where the task and terms are built (:class:`~genunlearn.objectives.ObjectiveConfig`).
     Where the UNO paper and its reference code disagree, both are available:
 
     Attributes:
@@ -39,21 +48,18 @@ class UnlearnConfig:
         lr: learning rate (paper: 1e-3).
         batch_size: retain and forget batch size (paper: 128).
         optimizer: ``"adam"`` (reference code) or ``"sgd"`` (the paper's update rules).
-        loss_reduction: ``"sum"`` over batch and pixels (reference code) or ``"mean"`` over the batch
-            (paper equations); changes the weight of beta_o relative to the retain loss.
-        bn_mode: ``"train"`` (reference code: BatchNorm batch statistics, running stats updated) or
-            ``"eval"`` (frozen running statistics) while computing losses.
+        bn_mode: BatchNorm while the losses are computed: ``"train"`` (reference code: batch statistics,
+            running statistics updated by every retain and forget batch), ``"eval"`` (the whole model in
+            eval mode: running statistics used and kept), or ``"batch"`` (batch statistics in the forward,
+            running statistics untouched).
         beta_o, beta_h, orthogonality, ascent_weight, forget_cap, beta_r, fd_eps: see
             :class:`~genunlearn.methods.MethodParams`.
-        hat_kind: ``"bernoulli"`` (paper eq. 9) or ``"categorical"`` (reference code).
-        alpha: threshold of eq. 9.
-        hat_samples: samples generated per step for the hat term (paper: N_g = B).
-        replace_neighbors: ``rep`` methods: retained neighbours per forget example (targets of ``L_rep``).
         stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); ``None`` disables it.
         early_stop: stop at the first monitor reading below ``stop_at`` (else run all ``steps``).
         seed: seeds initial RNG state and batch order.
         precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast of the losses and gradients (weights and
             optimizer state stay float32; fp16 is meant for CUDA).
+        diagnostics: log gradient norms and cos^2 of g_r and g_f every update (computed after the timed region).
     """
 
     method: str = "uno"
@@ -61,7 +67,6 @@ class UnlearnConfig:
     lr: float = 1e-3
     batch_size: int = 128
     optimizer: str = "adam"
-    loss_reduction: str = "sum"
     bn_mode: str = "train"
     beta_o: float = 1e3
     beta_h: float = 1e3
@@ -69,15 +74,12 @@ class UnlearnConfig:
     ascent_weight: float = 1.0
     forget_cap: float = 1.5
     beta_r: float = 10.0
-    replace_neighbors: int = 1
     fd_eps: float = 3e-4
-    hat_kind: str = "bernoulli"
-    alpha: float = 1e-8
-    hat_samples: int = 128
     stop_at: float | None = 0.02
     early_stop: bool = True
     seed: int = 0
     precision: str = "fp32"
+    diagnostics: bool = True
 
     def validate(self) -> UnlearnConfig:
         """Check every field; raises :class:`ConfigError` with one line."""
@@ -87,21 +89,12 @@ class UnlearnConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.batch_size >= 2, f"batch size must be >= 2 (BatchNorm), got {self.batch_size}"),
             (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
-            (
-                self.loss_reduction in ("sum", "mean"),
-                f"loss reduction must be 'sum' or 'mean', got {self.loss_reduction!r}",
-            ),
-            (self.bn_mode in ("train", "eval"), f"bn mode must be 'train' or 'eval', got {self.bn_mode!r}"),
+            (self.bn_mode in BN_MODES, f"bn mode must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}"),
             (
                 self.orthogonality in ("cos", "dot"),
                 f"orthogonality must be 'cos' or 'dot', got {self.orthogonality!r}",
             ),
-            (
-                self.hat_kind in ("bernoulli", "categorical"),
-                f"hat kind must be 'bernoulli' or 'categorical', got {self.hat_kind!r}",
-            ),
             (self.beta_o >= 0 and self.beta_h >= 0 and self.beta_r >= 0, "beta_o, beta_h and beta_r must be >= 0"),
-            (self.replace_neighbors >= 1, f"replace_neighbors must be >= 1, got {self.replace_neighbors}"),
             (self.fd_eps > 0, f"fd_eps must be > 0, got {self.fd_eps}"),
             (self.precision in _DTYPES, f"precision must be one of {', '.join(_DTYPES)}, got {self.precision!r}"),
             (
@@ -134,6 +127,9 @@ class UnlearnResult:
 
     ``updates_to_unlearn`` is the number of updates after which the monitor first read below
     ``stop_at`` (``None`` if never); ``time_to_unlearn_s`` the compute time of those updates.
+    ``time_per_step_s`` is the median step time, ``time_per_step_mean_s`` the mean; for alternating methods
+    (``a-d``, ``uno-s`` ...) ``time_per_phase_s`` holds the median of each phase (``"0"``: even steps,
+    ``"1"``: odd steps), since the median of an even/odd mix is one phase's cost or a midpoint.
     """
 
     status: str
@@ -143,6 +139,8 @@ class UnlearnResult:
     time_per_step_s: float | None
     forget_fraction_initial: float | None
     forget_fraction_final: float | None
+    time_per_step_mean_s: float | None = None
+    time_per_phase_s: dict[str, float] | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -182,6 +180,32 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.op
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
+@contextmanager
+def batchnorm_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """Put ``model`` in the mode the losses are computed in (see :attr:`UnlearnConfig.bn_mode`).
+
+    ``"batch"``: train mode with every BatchNorm's ``track_running_stats`` switched off for the duration, so
+    that the forward normalises with the batch's statistics and leaves the running statistics (and
+    ``num_batches_tracked``) untouched. The flags are restored on exit; the train/eval mode is left set.
+    """
+    model.train(mode != "eval")
+    switched = []
+    if mode == "batch":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.track_running_stats = False
+                switched.append(m)
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.track_running_stats = True
+
+
+def _finite_scalar(v: Any) -> bool:
+    return isinstance(v, str) or math.isfinite(float(v))
+
+
 def unlearn(
     model: nn.Module,
     task: Task,
@@ -212,8 +236,9 @@ def unlearn(
         log_path: if given, the per-step log is written there as CSV.
         progress: show a progress bar.
 
-    On a non-finite loss, gradient or weight the run stops, the weights of the last finite step are
-    restored and ``status`` says so (``result.diverged``).
+    On a non-finite loss, gradient or weight the run stops, the parameters *and buffers* (BatchNorm running
+    statistics) of the last finite step are restored and ``status`` says so (``result.diverged``). The
+    train/eval flags of every submodule are restored when the run ends.
     """
     config.validate()
     method = get_method(config.method)
@@ -228,6 +253,8 @@ def unlearn(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no trainable parameters")
+    buffers = [b for b in model.buffers()]
+    modes = {m: m.training for m in model.modules()}
     device = params[0].device
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -235,10 +262,12 @@ def unlearn(
     forget_it = batches(forget_data, config.batch_size, gen)
     opt = make_optimizer(config.optimizer, params, config.lr)
     hp = config.method_params
-    snapshot = [p.detach().clone() for p in params]
+    state = params + buffers
+    snapshot = [t.detach().clone() for t in state]
 
     log: list[dict[str, Any]] = []
     step_times: list[float] = []
+    phase_times: dict[str, list[float]] = {}
     compute = 0.0
     updates_to_unlearn: int | None = None
     time_to_unlearn: float | None = None
@@ -260,56 +289,68 @@ def unlearn(
             row[f"forget_fraction_{name}"] = extra.measure(model).fraction
         log.append({"step": step, "compute_time_s": compute, **row})
 
-    observe(0, {})
-    bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
-    steps_run = 0
-    for k in bar:
-        if config.early_stop and updates_to_unlearn is not None:
-            status = "unlearned"
-            break
-        xb_r = next(retain_it) if retain_it is not None else None
-        xb_f = next(forget_it)
-        model.train(config.bn_mode == "train")
-        ctx = StepContext(
-            params=params,
-            retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
-            forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
-            hat_loss=(lambda: hat(model)) if hat is not None else None,
-            replace_loss=(lambda: replacement(model)) if replacement is not None else None,
-            step=k,
-            hp=hp,
-        )
-        _sync(device)
-        t0 = time.perf_counter()
-        torch._foreach_copy_(snapshot, [p.detach() for p in params])
-        amp = _DTYPES[config.precision]
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out = method.compute(ctx)
-        finite = all_finite(out.direction) and all(v == v and abs(v) != float("inf") for v in out.logs.values())
-        if finite:
+    amp = _DTYPES[config.precision]
+    try:
+        observe(0, {})
+        bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
+        steps_run = 0
+        for k in bar:
+            if config.early_stop and updates_to_unlearn is not None:
+                status = "unlearned"
+                break
+            xb_r = next(retain_it) if retain_it is not None else None
+            xb_f = next(forget_it)
+            ctx = StepContext(
+                params=params,
+                retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
+                forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
+                hat_loss=(lambda: hat(model)) if hat is not None else None,
+                replace_loss=(lambda: replacement(model)) if replacement is not None else None,
+                step=k,
+                hp=hp,
+                buffers=buffers,
+            )
+            with torch.no_grad():  # the last finite state, kept outside the timed region
+                torch._foreach_copy_(snapshot, [t.detach() for t in state])
+            _sync(device)
+            t0 = time.perf_counter()
+            with batchnorm_mode(model, config.bn_mode), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                out = method.compute(ctx)
             for p, d in zip(params, out.direction, strict=True):
                 p.grad = d.detach()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            finite = all_finite([p.detach() for p in params])
-        _sync(device)
-        dt = time.perf_counter() - t0
-        if not finite:
-            with torch.no_grad():
-                torch._foreach_copy_(params, snapshot)
-            status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
-            break
-        steps_run = k + 1
-        compute += dt
-        step_times.append(dt)
-        observe(steps_run, {"step_time_s": dt, **out.logs})
-        if fraction is not None:
-            bar.set_postfix(forget=f"{fraction:.3f}")
-    else:
-        if config.early_stop and updates_to_unlearn is not None:
-            status = "unlearned"
-    bar.close()
-    model.eval()
+            _sync(device)
+            dt = time.perf_counter() - t0
+            row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
+            finite = (
+                all_finite(out.direction)
+                and all(_finite_scalar(v) for v in row.values())
+                and all_finite([t.detach() for t in state if t.is_floating_point()])
+            )
+            if not finite:
+                with torch.no_grad():
+                    torch._foreach_copy_(state, snapshot)
+                status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
+                break
+            if config.diagnostics and out.diagnostics is not None:
+                row.update(out.diagnostics())
+            del out, ctx
+            steps_run = k + 1
+            compute += dt
+            step_times.append(dt)
+            if "phase" in row:
+                phase_times.setdefault(str(int(row["phase"])), []).append(dt)
+            observe(steps_run, {"step_time_s": dt, **row})
+            if fraction is not None:
+                bar.set_postfix(forget=f"{fraction:.3f}")
+        else:
+            if config.early_stop and updates_to_unlearn is not None:
+                status = "unlearned"
+        bar.close()
+    finally:
+        for m, was_training in modes.items():
+            m.train(was_training)
     if log_path is not None:
         write_log(log, log_path)
     return UnlearnResult(
@@ -320,6 +361,8 @@ def unlearn(
         time_per_step_s=statistics.median(step_times) if step_times else None,
         forget_fraction_initial=first_fraction,
         forget_fraction_final=fraction,
+        time_per_step_mean_s=statistics.fmean(step_times) if step_times else None,
+        time_per_phase_s={ph: statistics.median(ts) for ph, ts in sorted(phase_times.items())} or None,
         log=log,
     )
 

@@ -101,18 +101,83 @@ def vae_objective(reduction: str = "sum") -> Objective:
     return objective
 
 
+#: The classifier terms genunlearn implements (see :class:`HatTerm`).
+HAT_KINDS = ("bernoulli", "reference", "uniform-kl")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Options of the model-side terms: applied where the task, the hat term and the replacement term are built.
+
+    The engine (:func:`genunlearn.loop.unlearn`) receives those objects ready-made and never reads these
+    options; the code that builds them (an experiment, a model adapter, the CLI) applies them and records them
+    next to the engine's :class:`~genunlearn.loop.UnlearnConfig`.
+
+    Attributes:
+        loss_reduction: ``"sum"`` over batch and pixels (reference code) or ``"mean"`` over the batch (paper's
+            equations); changes the weight of beta_o, beta_h and beta_r relative to the losses.
+        hat_kind: the classifier term (:data:`HAT_KINDS`): ``"bernoulli"`` (paper eq. 9), ``"reference"``
+            (the reference code's term), ``"uniform-kl"`` (KL(u || mean softmax), a genunlearn variant).
+        alpha: threshold of eq. 9 (``bernoulli`` only).
+        hat_samples: samples generated per step for the hat term (paper: N_g = B).
+        replace_neighbors: ``rep``: retained neighbours per forget example (targets of ``L_rep``).
+    """
+
+    loss_reduction: str = "sum"
+    hat_kind: str = "bernoulli"
+    alpha: float = 1e-8
+    hat_samples: int = 128
+    replace_neighbors: int = 1
+
+    def validate(self) -> ObjectiveConfig:
+        """Check every field; raises :class:`ConfigError` with one line."""
+        if self.loss_reduction not in ("sum", "mean"):
+            raise ConfigError(f"loss reduction must be 'sum' or 'mean', got {self.loss_reduction!r}")
+        _check_hat_kind(self.hat_kind)
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.hat_samples < 1:
+            raise ConfigError(f"hat samples must be >= 1, got {self.hat_samples}")
+        if self.replace_neighbors < 1:
+            raise ConfigError(f"replace_neighbors must be >= 1, got {self.replace_neighbors}")
+        return self
+
+
+def _check_hat_kind(kind: str) -> None:
+    if kind == "categorical":
+        raise ConfigError(
+            "hat kind 'categorical' was split in two: use 'reference' (the reference code's term, used by the "
+            "'as published' rows) or 'uniform-kl' (KL(u || mean softmax), what genunlearn called 'categorical')"
+        )
+    if kind not in HAT_KINDS:
+        raise ConfigError(f"hat kind must be one of {', '.join(HAT_KINDS)}, got {kind!r}")
+
+
 @dataclass
 class HatTerm:
-    """The classifier term ``d_KL`` of classifier-assisted unlearning (paper eq. 9 or the reference variant).
+    """The classifier term ``d_KL`` of classifier-assisted unlearning (paper eq. 9, or the reference variant).
+
+    With ``p`` the softmax of the classifier over the ``samples`` generated samples and ``p_bar`` its batch mean,
+    ``F`` the forget classes and ``u`` uniform over the retained classes (zero on ``F``):
+
+    - ``"bernoulli"`` (paper eq. 9): ``KL(Bern(p_r) || Bern(1 - alpha))`` with ``p_r = sum_{c not in F} p_bar_c``
+      and ``q = 1 - p_r`` computed as ``sum_{c in F} p_bar_c`` in log space, so that the term and its gradient
+      stay finite when the forget mass underflows (``q = 1 - p_r`` rounds to 0 in float32 below ~6e-8 and
+      ``xlogy(0, 0)`` has a NaN gradient).
+    - ``"reference"`` (the reference code's ``uniformity_loss_surgery``, MNIST ``vae_loss.py``):
+      ``sum_c p_bar_c log((p_bar_c + 1e-8) / (u_c + 1e-8))`` — KL(p_bar || u), finite thanks to the 1e-8.
+      Its gradient on the forget logits is much larger than ``uniform-kl``'s.
+    - ``"uniform-kl"`` (genunlearn): ``KL(u || p_bar) = mean_{c not in F} (log u_c - log p_bar_c)``.
+
+    The classifier is evaluated in eval mode (its BatchNorm/dropout never see the generated batch as training
+    data) and left in the mode it was in; its parameters are frozen.
 
     Attributes:
         generate: ``generate(model, n) -> samples`` with gradients flowing to the model.
-        classifier: maps samples to class logits (its parameters are frozen).
+        classifier: maps samples to class logits.
         forget_classes: classes to forget.
         num_classes: number of classifier classes.
-        kind: ``"bernoulli"`` (paper eq. 9: KL(Bern(p_r) || Bern(1 - alpha))) or ``"categorical"``
-            (reference code: KL(u || mean softmax), u uniform over the retain classes and 0 on the
-            forget classes; the direction KL(mean softmax || u) would be infinite since u is 0 there).
+        kind: one of :data:`HAT_KINDS`.
         alpha: the small threshold of eq. 9.
         samples: number of samples generated per step (paper: N_g = B = 128).
     """
@@ -126,26 +191,43 @@ class HatTerm:
     samples: int = 128
 
     def __post_init__(self) -> None:
-        if self.kind not in ("bernoulli", "categorical"):
-            raise ConfigError(f"unknown hat term {self.kind!r}; use 'bernoulli' or 'categorical'")
+        _check_hat_kind(self.kind)
         if not 0 < self.alpha < 1:
             raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha}")
+        self.classifier.eval()
         for p in self.classifier.parameters():
             p.requires_grad_(False)
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        probs = torch.softmax(self.classifier(self.generate(model, self.samples)), dim=1).mean(0)
-        forget = torch.zeros(self.num_classes, dtype=torch.bool, device=probs.device)
-        forget[list(self.forget_classes)] = True
-        if self.kind == "bernoulli":
-            p_r = probs[~forget].sum().clamp(0.0, 1.0)
-            q = 1.0 - p_r
-            return (
-                torch.xlogy(p_r, p_r) - p_r * math.log(1.0 - self.alpha) + torch.xlogy(q, q) - q * math.log(self.alpha)
-            )
-        n_keep = int((~forget).sum())
-        log_u = -math.log(n_keep)
-        return (log_u - torch.log(probs[~forget].clamp_min(1e-30))).sum() / n_keep
+        was_training = self.classifier.training
+        self.classifier.eval()
+        try:
+            logits = self.classifier(self.generate(model, self.samples))
+        finally:
+            self.classifier.train(was_training)
+        return hat_divergence(logits, self.forget_classes, kind=self.kind, alpha=self.alpha)
+
+
+def hat_divergence(
+    logits: torch.Tensor, forget_classes: Sequence[int], *, kind: str = "bernoulli", alpha: float = 1e-8
+) -> torch.Tensor:
+    """The classifier term of :class:`HatTerm` from a batch of classifier logits ``(N, C)``."""
+    num_classes = logits.shape[1]
+    forget = torch.zeros(num_classes, dtype=torch.bool, device=logits.device)
+    forget[list(forget_classes)] = True
+    n_keep = int((~forget).sum())
+    if kind == "reference":
+        probs = torch.softmax(logits, dim=1).mean(0)
+        u = (~forget).to(probs.dtype) / n_keep
+        return torch.sum(probs * torch.log((probs + 1e-8) / (u + 1e-8)))
+    log_p_bar = torch.logsumexp(torch.log_softmax(logits, dim=1), dim=0) - math.log(logits.shape[0])
+    if kind == "bernoulli":
+        log_pr, log_q = torch.logsumexp(log_p_bar[~forget], 0), torch.logsumexp(log_p_bar[forget], 0)
+        return log_pr.exp() * (log_pr - math.log1p(-alpha)) + log_q.exp() * (log_q - math.log(alpha))
+    if kind == "uniform-kl":
+        return (-math.log(n_keep) - log_p_bar[~forget]).sum() / n_keep
+    _check_hat_kind(kind)
+    raise AssertionError("unreachable")
 
 
 PerSampleDecodeLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -15,7 +15,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from genunlearn.errors import ConfigError
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.loop import UnlearnConfig
 from genunlearn.models import load_model
+from genunlearn.objectives import ObjectiveConfig
 from genunlearn.runinfo import versions
 
 
@@ -53,17 +54,17 @@ ENTRIES: tuple[BenchEntry, ...] = (
     BenchEntry("uno-s-hat", "UNO^-S^", "uno-s-hat", 3),
     BenchEntry(
         "uno-published",
-        "'UNO' as published (beta_o=0, categorical hat beta_h=1e3)",
+        "'UNO' as published (beta_o=0, reference hat term beta_h=1e3)",
         "uno-hat",
         1,
-        {"beta_o": 0.0, "hat_kind": "categorical"},
+        {"beta_o": 0.0, "hat_kind": "reference"},
     ),
     BenchEntry(
         "uno-s-published",
-        "'UNO-S' as published (beta_o=0, categorical hat beta_h=1e3)",
+        "'UNO-S' as published (beta_o=0, reference hat term beta_h=1e3)",
         "uno-s-hat",
         1,
-        {"beta_o": 0.0, "hat_kind": "categorical"},
+        {"beta_o": 0.0, "hat_kind": "reference"},
     ),
     BenchEntry("h-published", "'H' as published (retain-only fine-tuning)", "d", 3),
     BenchEntry("uno-fd", "UNO-FD: UNO with finite-difference HVPs (genunlearn, approximate)", "uno-fd", 1),
@@ -131,7 +132,8 @@ def held_below(values: list[float], threshold: float, window: int) -> bool | Non
     return all(v < threshold for v in values[first : first + window + 1])
 
 
-def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> UnlearnConfig:
+def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[UnlearnConfig, ObjectiveConfig]:
+    """The engine config and the objective config of one (entry, seed); overrides go to the one that has the field."""
     cfg = UnlearnConfig(
         method=entry.method,
         steps=s.steps,
@@ -139,20 +141,23 @@ def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> UnlearnConf
         batch_size=s.batch_size,
         beta_o=s.beta_o,
         beta_h=s.beta_h,
-        alpha=s.alpha,
         stop_at=s.threshold,
         early_stop=False,
         seed=seed,
     )
-    return replace(cfg, **entry.overrides).validate()
+    objective = ObjectiveConfig(alpha=s.alpha)
+    engine_fields = {f.name for f in fields(UnlearnConfig)}
+    cfg = replace(cfg, **{k: v for k, v in entry.overrides.items() if k in engine_fields})
+    objective = replace(objective, **{k: v for k, v in entry.overrides.items() if k not in engine_fields})
+    return cfg.validate(), objective.validate()
 
 
 def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
     """Run one (entry, seed); returns the JSON-able record and the unlearned model."""
-    cfg = _entry_config(entry, s, seed)
+    cfg, objective = _entry_config(entry, s, seed)
     ref = setup.monitor(seed + 1000, n=s.ref_monitor_samples, mode="train")
     robust = setup.monitor(seed, n=s.robust_monitor_samples, mode="eval")
-    model, result = setup.run(cfg, monitor=robust, extra_monitors={"ref": ref}, progress=False)
+    model, result = setup.run(cfg, objective, monitor=robust, extra_monitors={"ref": ref}, progress=False)
     log = result.log
     ff_robust = [row.get("forget_fraction", math.nan) for row in log]
     ff_ref = [row.get("forget_fraction_ref", math.nan) for row in log]
@@ -178,6 +183,8 @@ def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -
         "updates_to_stay_ref": st_ref,
         "updates_to_stay_robust": st_rob,
         "time_per_step_s": result.time_per_step_s,
+        "time_per_step_mean_s": result.time_per_step_mean_s,
+        "time_per_phase_s": result.time_per_phase_s,
         "forget_fraction_initial_robust": ff_robust[0],
         "forget_fraction_final_robust": ff_robust[-1],
         "forget_fraction_initial_ref": ff_ref[0],
@@ -187,6 +194,7 @@ def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -
         "class_counts_final_robust": list(final_counts),
         "curve": {"forget_fraction_robust": ff_robust, "forget_fraction_ref": ff_ref, "compute_time_s": times},
         "config": asdict(cfg),
+        "objective": asdict(objective),
     }
     return record, model
 
@@ -196,6 +204,11 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not vals:
         return None, None
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _ms(ms: tuple[float | None, float | None] | list) -> tuple[float | None, float | None]:
+    """Seconds -> milliseconds for a (mean, std) pair."""
+    return tuple(None if v is None else 1e3 * v for v in ms)  # type: ignore[return-value]
 
 
 def _fmt(ms: tuple[float | None, float | None], spec: str = ".3f") -> str:
@@ -227,6 +240,11 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], s: Bench
         row["fid"] = _mean_std([r["fid_final"] for r in recs])
         row["fid_retain"] = _mean_std([r["fid_retain_final"] for r in recs])
         row["time_per_step_s"] = _mean_std([r["time_per_step_s"] for r in recs])
+        row["time_per_step_mean_s"] = _mean_std([r.get("time_per_step_mean_s") for r in recs])
+        phases = sorted({ph for r in recs for ph in (r.get("time_per_phase_s") or {})})
+        row["time_per_phase_s"] = {
+            ph: _mean_std([(r.get("time_per_phase_s") or {}).get(ph) for r in recs]) for ph in phases
+        } or None
         fid_r = row["fid_retain"][0]
         row["fidelity"] = fid_r is not None and fid_r <= original["fid_retain"] + s.fidelity_margin
         rows.append(row)
@@ -238,7 +256,8 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
     head = (
         "| algorithm | time to unlearn (s), ref monitor | updates to unlearn, ref | updates to unlearn, robust "
         "| updates until it stays < thr., robust | reached ref · robust · stayed · held | FID (all digits) "
-        "| FID (retain digits) | fidelity | time per step (ms) |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| FID (retain digits) | fidelity | time per step (ms): median · mean |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
     out = [
         f"# {title}",
@@ -249,7 +268,8 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
         f"{s.threshold}, FID from {s.fid_samples} samples. Mean (std) over seeds; time and updates over the "
         f"seeds that reached the threshold. Fidelity ✓: mean retain-digit FID within +{s.fidelity_margin} "
         f"of the original's. Held: seeds whose robust reading stayed below the threshold for the {s.hold} updates "
-        "after it first got there (no rebound).",
+        "after it first got there (no rebound). Time per step: per-seed median and mean step time, mean (std) over "
+        "seeds; alternating methods also give the median of their even / odd steps (e.g. UNO / S for UNO-S).",
         "",
     ]
     for table in (1, 3):
@@ -263,14 +283,20 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
             head,
         ]
         for r in sel:
-            tps = tuple(None if v is None else 1e3 * v for v in r["time_per_step_s"])
+            tps = _fmt(_ms(r["time_per_step_s"]), ".1f")
+            if r.get("time_per_step_mean_s") and r["time_per_step_mean_s"][0] is not None:
+                tps += f" · {_fmt(_ms(r['time_per_step_mean_s']), '.1f')}"
+            if r.get("time_per_phase_s"):
+                tps += "; even / odd: " + " / ".join(
+                    _fmt(_ms(r["time_per_phase_s"][ph]), ".1f") for ph in sorted(r["time_per_phase_s"])
+                )
             out.append(
                 f"| {r['label']} | {_fmt(r['time_to_unlearn_ref_s'])} | {_fmt(r['updates_to_unlearn_ref'], '.1f')} "
                 f"| {_fmt(r['updates_to_unlearn_robust'], '.1f')} | {_fmt(r['updates_to_stay_robust'], '.1f')} "
                 f"| {r['reached_ref']}/{r['seeds']} · {r['reached_robust']}/{r['seeds']} · "
                 f"{r['stayed_robust']}/{r['seeds']} · {r['held_robust']}/{r['seeds']} "
                 f"| {_fmt(r['fid'], '.1f')} | {_fmt(r['fid_retain'], '.1f')} "
-                f"| {'✓' if r['fidelity'] else '✗'} | {_fmt(tps, '.1f')} |"
+                f"| {'✓' if r['fidelity'] else '✗'} | {tps} |"
             )
         out.append("")
     return "\n".join(out)

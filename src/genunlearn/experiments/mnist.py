@@ -22,7 +22,7 @@ from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
 from genunlearn.methods import METHODS
 from genunlearn.models import MNISTVAE, load_model
-from genunlearn.objectives import HatTerm, LatentReplacement, StandardTask, vae_objective
+from genunlearn.objectives import HatTerm, LatentReplacement, ObjectiveConfig, StandardTask, vae_objective
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -105,8 +105,8 @@ class MnistSetup:
             mode=mode or self.spec.monitor_mode,
         )
 
-    def hat(self, config: UnlearnConfig) -> HatTerm:
-        """The classifier term with ``config``'s kind, alpha and sample count."""
+    def hat(self, objective: ObjectiveConfig) -> HatTerm:
+        """The classifier term with ``objective``'s kind, alpha and sample count."""
 
         def generate(model: nn.Module, n: int) -> torch.Tensor:
             return model.decode(torch.randn(n, 2, device=self.device))
@@ -115,22 +115,22 @@ class MnistSetup:
             generate=generate,
             classifier=self.classifier,
             forget_classes=self.spec.forget,
-            kind=config.hat_kind,
-            alpha=config.alpha,
-            samples=config.hat_samples,
+            kind=objective.hat_kind,
+            alpha=objective.alpha,
+            samples=objective.hat_samples,
         )
 
-    def replacement(self, config: UnlearnConfig) -> LatentReplacement:
+    def replacement(self, objective: ObjectiveConfig, batch_size: int) -> LatentReplacement:
         """The latent replacement term, built once per (neighbours, reduction, batch size) from the original VAE."""
-        key = (config.replace_neighbors, config.loss_reduction, config.batch_size)
+        key = (objective.replace_neighbors, objective.loss_reduction, batch_size)
         if key not in self._replacements:
             self._replacements[key] = LatentReplacement.for_vae(
                 self.fresh_model(),
                 self.retain_data,
                 self.forget_data,
-                neighbours=config.replace_neighbors,
-                samples=config.batch_size,
-                reduction=config.loss_reduction,
+                neighbours=objective.replace_neighbors,
+                samples=batch_size,
+                reduction=objective.loss_reduction,
             )
         return self._replacements[key]
 
@@ -158,23 +158,29 @@ class MnistSetup:
     def run(
         self,
         config: UnlearnConfig,
+        objective: ObjectiveConfig | None = None,
         *,
         monitor: ForgetMonitor | None = None,
         extra_monitors: dict[str, ForgetMonitor] | None = None,
         log_path: str | Path | None = None,
         progress: bool = True,
     ) -> tuple[MNISTVAE, UnlearnResult]:
-        """Unlearn with ``config`` on a fresh copy of the original model (monitor: default, by the seed)."""
+        """Unlearn with ``config`` (engine) and ``objective`` (terms) on a fresh copy of the original model.
+
+        The monitor defaults to this spec's, with latents fixed by the seed.
+        """
+        objective = (objective or ObjectiveConfig()).validate()
+        method = METHODS[config.validate().method]
         model = self.fresh_model()
-        task = StandardTask(vae_objective(config.loss_reduction))
+        task = StandardTask(vae_objective(objective.loss_reduction))
         result = unlearn(
             model,
             task,
             self.retain_data,
             self.forget_data,
             config,
-            hat=self.hat(config) if METHODS[config.method].uses_classifier else None,
-            replacement=self.replacement(config) if METHODS[config.method].uses_replacement else None,
+            hat=self.hat(objective) if method.uses_classifier else None,
+            replacement=self.replacement(objective, config.batch_size) if method.uses_replacement else None,
             monitor=monitor or self.monitor(config.seed),
             extra_monitors=extra_monitors,
             log_path=log_path,
@@ -184,10 +190,16 @@ class MnistSetup:
 
 
 def unlearn_to_dir(
-    spec: MnistUnlearnSpec, config: UnlearnConfig, out: str | Path, *, progress: bool = True
+    spec: MnistUnlearnSpec,
+    config: UnlearnConfig,
+    out: str | Path,
+    objective: ObjectiveConfig | None = None,
+    *,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Run one unlearning job and write ``summary.json``, ``log.csv`` and ``model.safetensors`` into ``out``."""
     config.validate()
+    objective = (objective or ObjectiveConfig()).validate()
     out = Path(out)
     if spec.checkpoint is not None and (out / "model.safetensors").resolve() == Path(spec.checkpoint).resolve():
         raise ConfigError(f"{out / 'model.safetensors'}: refusing to overwrite the input checkpoint")
@@ -195,9 +207,13 @@ def unlearn_to_dir(
     setup = MnistSetup(spec)
     out.mkdir(parents=True, exist_ok=True)
     fid_before = setup.fid(setup.fresh_model(), spec.fid_samples, config.seed) if spec.fid_samples > 0 else {}
-    model, result = setup.run(config, log_path=out / "log.csv", progress=progress)
+    model, result = setup.run(config, objective, log_path=out / "log.csv", progress=progress)
     fid_after = setup.fid(model, spec.fid_samples, config.seed) if spec.fid_samples > 0 else {}
-    save_weights(model, out / "model.safetensors", metadata={"unlearn_config": asdict(config), "spec": asdict(spec)})
+    save_weights(
+        model,
+        out / "model.safetensors",
+        metadata={"unlearn_config": asdict(config), "objective": asdict(objective), "spec": asdict(spec)},
+    )
     summary: dict[str, Any] = {
         "method": config.method,
         "seed": config.seed,
@@ -210,6 +226,7 @@ def unlearn_to_dir(
         "forget_set_size": int(setup.split.forget.numel()),
         "retain_set_size": int(setup.split.retain.numel()),
         "config": asdict(config),
+        "objective": asdict(objective),
         "spec": asdict(spec),
         "wall_time_s": time.perf_counter() - t0,
         "versions": versions(),

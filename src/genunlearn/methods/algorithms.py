@@ -15,7 +15,7 @@ loop's optimizer applies the step; with ``--optimizer sgd`` these are literally 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -27,11 +27,11 @@ from genunlearn.methods.gradients import (
     axpy,
     cosine,
     grad,
+    norm,
     orthogonality_penalty_grad,
     penalty_vectors,
     project_out,
     scale,
-    sqnorm,
 )
 
 
@@ -39,20 +39,39 @@ def _f(x) -> float:
     return float(x.detach())
 
 
-def _logs(l_r=None, l_f=None, g_r: Grads | None = None, g_f: Grads | None = None, **extra) -> dict[str, float]:
-    logs: dict[str, float] = {}
+def _out(
+    direction: Grads,
+    l_r: torch.Tensor | None = None,
+    l_f: torch.Tensor | None = None,
+    g_r: Grads | None = None,
+    g_f: Grads | None = None,
+    **extra: float | torch.Tensor | None,
+) -> StepOutput:
+    """The step's output: losses as 0-d tensors (no host sync while timed) and deferred gradient diagnostics.
+
+    Gradient norms and the squared cosine of ``g_r`` and ``g_f`` are computed by ``StepOutput.diagnostics``,
+    which the loop calls after the timed region (and only when diagnostics are on).
+    """
+    logs: dict[str, float | torch.Tensor] = {}
     if l_r is not None:
-        logs["loss_r"] = _f(l_r)
+        logs["loss_r"] = l_r.detach()
     if l_f is not None:
-        logs["loss_f"] = _f(l_f)
-    if g_r is not None:
-        logs["grad_norm_r"] = _f(sqnorm(g_r).sqrt())
-    if g_f is not None:
-        logs["grad_norm_f"] = _f(sqnorm(g_f).sqrt())
-    if g_r is not None and g_f is not None:
-        logs["cos2"] = _f(cosine(g_r, g_f) ** 2)
-    logs.update({k: float(v) for k, v in extra.items() if v is not None})
-    return logs
+        logs["loss_f"] = l_f.detach()
+    logs.update({k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in extra.items() if v is not None})
+    gr = None if g_r is None else [g.detach() for g in g_r]
+    gf = None if g_f is None else [g.detach() for g in g_f]
+
+    def diagnostics() -> dict[str, float]:
+        d: dict[str, float] = {}
+        if gr is not None:
+            d["grad_norm_r"] = float(norm(gr))
+        if gf is not None:
+            d["grad_norm_f"] = float(norm(gf))
+        if gr is not None and gf is not None:
+            d["cos2"] = float(cosine(gr, gf) ** 2)
+        return d
+
+    return StepOutput(direction, logs, diagnostics if (gr is not None or gf is not None) else None)
 
 
 @register
@@ -66,7 +85,7 @@ class Ascent(Method):
     def compute(self, ctx: StepContext) -> StepOutput:
         l_f = ctx.forget_loss()
         g_f = grad(l_f, ctx.params)
-        return StepOutput(scale(-1.0, g_f), _logs(l_f=l_f, g_f=g_f))
+        return _out(scale(-1.0, g_f), l_f=l_f, g_f=g_f)
 
 
 @register
@@ -79,7 +98,7 @@ class RetainDescent(Method):
     def compute(self, ctx: StepContext) -> StepOutput:
         l_r = ctx.retain_loss()
         g_r = grad(l_r, ctx.params)
-        return StepOutput(g_r, _logs(l_r=l_r, g_r=g_r))
+        return _out(g_r, l_r=l_r, g_r=g_r)
 
 
 class Alternating(Method):
@@ -109,14 +128,15 @@ class AscentDescent(Alternating):
 class _Surgery(Method):
     """Shared part of the surgery methods: both gradients (plus the hat term when assisted)."""
 
-    def gradients(self, ctx: StepContext) -> tuple[Grads, Grads, dict[str, float]]:
+    def gradients(self, ctx: StepContext) -> tuple[Grads, Grads, dict[str, Any]]:
+        """``g_r``, ``g_f`` (hat term added when assisted) and the keyword arguments of :func:`_out`."""
         l_r, l_f = ctx.retain_loss(), ctx.forget_loss()
         g_r, g_f = grad(l_r, ctx.params), grad(l_f, ctx.params)
         d_kl = None
         if self.uses_classifier:
             g_h, d_kl = self.hat_grad(ctx)
             g_r, g_f = axpy(1.0, g_h, g_r), axpy(1.0, g_h, g_f)
-        return g_r, g_f, _logs(l_r, l_f, g_r, g_f, d_kl=d_kl)
+        return g_r, g_f, {"l_r": l_r, "l_f": l_f, "g_r": g_r, "g_f": g_f, "d_kl": d_kl}
 
 
 @register
@@ -128,7 +148,7 @@ class SurgeryAscent(_Surgery):
 
     def compute(self, ctx: StepContext) -> StepOutput:
         g_r, g_f, logs = self.gradients(ctx)
-        return StepOutput(scale(-1.0, project_out(g_f, g_r)), logs)
+        return _out(scale(-1.0, project_out(g_f, g_r)), **logs)
 
 
 @register
@@ -140,7 +160,7 @@ class Surgery(_Surgery):
 
     def compute(self, ctx: StepContext) -> StepOutput:
         g_r, g_f, logs = self.gradients(ctx)
-        return StepOutput(project_out(g_r, g_f), logs)
+        return _out(project_out(g_r, g_f), **logs)
 
 
 @register
@@ -168,12 +188,12 @@ class UNO(Method):
         if self.uses_classifier:
             g_h, d_kl = self.hat_grad(ctx, create_graph=second_order)
             g_r, g_f = axpy(1.0, g_h, g_r), axpy(1.0, g_h, g_f)
-        logs = _logs(l_r, l_f, [g.detach() for g in g_r], [g.detach() for g in g_f], d_kl=d_kl)
+        logs = {"l_r": l_r, "l_f": l_f, "g_r": g_r, "g_f": g_f, "d_kl": d_kl}
         if not second_order:
-            return StepOutput([g.detach() for g in g_r], logs)
+            return _out([g.detach() for g in g_r], **logs)
         g_pen, _ = orthogonality_penalty_grad(g_r, g_f, ctx.params, kind=ctx.hp.orthogonality)
         direction = axpy(ctx.hp.beta_o, g_pen, [g.detach() for g in g_r])
-        return StepOutput(direction, logs)
+        return _out(direction, **logs)
 
 
 @register
@@ -217,7 +237,7 @@ class Histogram(Method):
         g_r = grad(l_r, ctx.params)
         g_h, d_kl = self.hat_grad(ctx)
         direction = axpy(1.0, g_h, g_r)
-        return StepOutput(direction, _logs(l_r=l_r, g_r=direction, d_kl=d_kl))
+        return _out(direction, l_r=l_r, g_r=direction, d_kl=d_kl)
 
 
 @register
@@ -238,15 +258,14 @@ class SurgeryBoundedAscent(_Surgery):
 
     def compute(self, ctx: StepContext) -> StepOutput:
         g_r, g_f, logs = self.gradients(ctx)
-        l_f = logs["loss_f"]
+        l_f = _f(logs["l_f"])
         if self._first_forget is None:
             self._first_forget = l_f
         cap = ctx.hp.forget_cap * abs(self._first_forget)
         w = ctx.hp.ascent_weight if l_f < cap else 0.0
         descent, ascent = project_out(g_r, g_f), project_out(g_f, g_r)
-        ratio = (sqnorm(descent) / sqnorm(ascent).clamp_min(1e-30)).sqrt()
-        logs["ascent_w"] = w
-        return StepOutput(axpy(-w * ratio, ascent, descent), logs)
+        ratio = norm(descent) / norm(ascent).clamp_min(TINY)
+        return _out(axpy(-w * ratio, ascent, descent), ascent_w=w, **logs)
 
 
 @register
@@ -269,7 +288,7 @@ class LatentReplacementDescent(Method):
         l_r, l_p = ctx.retain_loss(), ctx.replace_loss()
         g_r, g_p = grad(l_r, ctx.params), grad(l_p, ctx.params)
         direction = axpy(ctx.hp.beta_r, g_p, g_r)
-        return StepOutput(direction, _logs(l_r=l_r, g_r=g_r, loss_rep=_f(l_p)))
+        return _out(direction, l_r=l_r, g_r=g_r, loss_rep=l_p)
 
 
 class _RNGState:
@@ -309,34 +328,41 @@ class UNOFiniteDifference(Method):
         l_f = ctx.forget_loss()
         g_f = grad(l_f, params)
         rng_end = _RNGState()
-        logs = _logs(l_r, l_f, g_r, g_f)
         if ctx.hp.beta_o == 0.0:
-            return StepOutput(g_r, logs)
+            return _out(g_r, l_r, l_f, g_r, g_f)
         v_r, v_f, factor, _ = penalty_vectors(g_r, g_f, kind=ctx.hp.orthogonality)
         with torch.no_grad():
-            theta_norm = sqnorm(params).sqrt()
+            theta_norm = norm(params)
+        # The perturbed forwards must not move BatchNorm running statistics (train mode): exact UNO updates them
+        # once per batch, so the extra forwards' updates are undone.
+        saved_buffers = [b.detach().clone() for b in ctx.buffers]
         pen: Grads | None = None
-        for v, g0, rng, loss in ((v_r, g_r, rng_r, ctx.retain_loss), (v_f, g_f, rng_f, ctx.forget_loss)):
-            with torch.no_grad():
-                eps = float(ctx.hp.fd_eps * (1.0 + theta_norm) / sqnorm(v).sqrt().clamp_min(TINY))
-                torch._foreach_add_(params, v, alpha=eps)
-            try:
-                rng.restore()
-                hv = grad(loss(), params)
-            finally:
+        try:
+            for v, g0, rng, loss in ((v_r, g_r, rng_r, ctx.retain_loss), (v_f, g_f, rng_f, ctx.forget_loss)):
                 with torch.no_grad():
-                    torch._foreach_add_(params, v, alpha=-eps)
-            with torch.no_grad():  # in place: (g(theta + eps v) - g(theta)) / eps, summed over both batches
-                torch._foreach_sub_(hv, g0)
-                torch._foreach_mul_(hv, 1.0 / eps)
-                if pen is None:
-                    pen = hv
-                else:
-                    torch._foreach_add_(pen, hv)
-            del hv
+                    eps = float(ctx.hp.fd_eps * (1.0 + theta_norm) / norm(v).clamp_min(TINY))
+                    torch._foreach_add_(params, v, alpha=eps)
+                try:
+                    rng.restore()
+                    hv = grad(loss(), params)
+                finally:
+                    with torch.no_grad():
+                        torch._foreach_add_(params, v, alpha=-eps)
+                with torch.no_grad():  # in place: (g(theta + eps v) - g(theta)) / eps, summed over both batches
+                    torch._foreach_sub_(hv, g0)
+                    torch._foreach_mul_(hv, 1.0 / eps)
+                    if pen is None:
+                        pen = hv
+                    else:
+                        torch._foreach_add_(pen, hv)
+                del hv
+        finally:
+            with torch.no_grad():
+                for b, saved in zip(ctx.buffers, saved_buffers, strict=True):
+                    b.copy_(saved)
         rng_end.restore()
         assert pen is not None
         with torch.no_grad():
             torch._foreach_mul_(pen, ctx.hp.beta_o * factor)
             torch._foreach_add_(pen, g_r)
-        return StepOutput(pen, logs)
+        return _out(pen, l_r, l_f, g_r, g_f)

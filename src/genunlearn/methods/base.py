@@ -59,6 +59,8 @@ class StepContext:
         replace_loss: closure computing the latent replacement term ``L_rep`` (without ``beta_r``), or ``None``.
         step: index of this update, starting at 0.
         hp: hyperparameters.
+        buffers: the model's buffers (BatchNorm running statistics ...). A method that evaluates a loss more
+            than once per batch (``uno-fd``) restores them, so that every method moves them alike.
     """
 
     params: list[torch.Tensor]
@@ -68,14 +70,24 @@ class StepContext:
     replace_loss: LossFn | None = None
     step: int = 0
     hp: MethodParams = field(default_factory=MethodParams)
+    buffers: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass
 class StepOutput:
-    """The direction to descend along and scalars to log (``loss_r``, ``loss_f``, ``cos2`` ...)."""
+    """The direction to descend along, scalars to log, and deferred diagnostics.
+
+    Attributes:
+        direction: the update direction (shaped like the parameters), to be descended along.
+        logs: cheap scalars (``loss_r``, ``loss_f``, ``d_kl`` ...) as floats or 0-d tensors; the loop turns
+            them into floats after the timed region, so logging costs no host synchronisation while timed.
+        diagnostics: optional closure returning further scalars (gradient norms, ``cos2``); the loop calls
+            it after the timed region, and only when diagnostics are on.
+    """
 
     direction: Grads
-    logs: dict[str, float] = field(default_factory=dict)
+    logs: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    diagnostics: Callable[[], dict[str, float]] | None = None
 
 
 class Method(ABC):

@@ -49,15 +49,42 @@ def scale(alpha: torch.Tensor | float, x: Sequence[torch.Tensor]) -> Grads:
     return [alpha * xi for xi in x]
 
 
+def norm(a: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Euclidean norm of a gradient, without overflow for norms beyond ``sqrt(float32 max)`` (~1.8e19).
+
+    The fast path sums the per-tensor norms' squares; only when that overflows (one host sync to find out)
+    is the gradient rescaled by its largest magnitude first.
+    """
+    a = list(a)
+    if not a:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(a)))
+    if bool(torch.isfinite(total)):
+        return total
+    big = torch.stack(torch._foreach_norm(a, ord=float("inf"))).max()
+    if not bool(torch.isfinite(big)) or float(big) == 0.0:
+        return total  # non-finite entries: the caller's finiteness checks report them
+    return big * torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_div(a, big))))
+
+
+def unit(a: Sequence[torch.Tensor]) -> tuple[Grads, torch.Tensor]:
+    """``(a / |a|, |a|)``; the zero gradient stays zero."""
+    n = norm(a)
+    return torch._foreach_div(list(a), n.clamp_min(TINY)), n
+
+
 def project_out(g: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> Grads:
-    """``g - (g.ref / ref.ref) ref``: the part of ``g`` orthogonal to ``ref`` (``g`` itself if ref = 0)."""
-    coef = dot(g, ref) / sqnorm(ref).clamp_min(TINY)
-    return axpy(-coef, ref, g)
+    """``g - (g.u) u`` with ``u = ref/|ref|``: the part of ``g`` orthogonal to ``ref`` (``g`` itself if ref = 0).
+
+    Computed with the unit vector so that no product of two large norms can overflow.
+    """
+    u, _ = unit(ref)
+    return axpy(-dot(g, u), u, g)
 
 
 def cosine(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Cosine of the angle between two gradients (0 if either is zero)."""
-    return dot(a, b) / (sqnorm(a) * sqnorm(b)).sqrt().clamp_min(TINY)
+    """Cosine of the angle between two gradients (0 if either is zero), from unit vectors (no overflow)."""
+    return dot(unit(a)[0], unit(b)[0])
 
 
 def all_finite(tensors: Sequence[torch.Tensor]) -> bool:
@@ -74,20 +101,21 @@ def penalty_vectors(
 ) -> tuple[Grads, Grads, torch.Tensor, torch.Tensor]:
     """``(v_r, v_f, factor, value)`` with ``grad penalty = factor * (H_r v_r + H_f v_f)`` (no graph).
 
-    ``kind="cos"``: ``c^2``, ``v_r = g_f/(|r||f|) - c g_r/|r|^2``, ``v_f = g_r/(|r||f|) - c g_f/|f|^2``,
-    ``factor = 2c``; ``kind="dot"``: ``d^2``, ``v_r = g_f``, ``v_f = g_r``, ``factor = 2d``.
+    ``kind="cos"``: ``c^2``, ``v_r = g_f/(|r||f|) - c g_r/|r|^2 = (u_f - c u_r)/|r|``,
+    ``v_f = (u_r - c u_f)/|f|`` with unit vectors ``u``, ``factor = 2c``;
+    ``kind="dot"``: ``d^2``, ``v_r = g_f``, ``v_f = g_r``, ``factor = 2d``.
     """
     gr = [x.detach() for x in g_r]
     gf = [x.detach() for x in g_f]
-    d = dot(gr, gf)
-    if kind == "cos":
-        nr2, nf2 = sqnorm(gr), sqnorm(gf)
-        inv = 1.0 / (nr2 * nf2).sqrt().clamp_min(TINY)
-        c = d * inv
-        v_r = axpy(-c / nr2.clamp_min(TINY), gr, scale(inv, gf))
-        v_f = axpy(-c / nf2.clamp_min(TINY), gf, scale(inv, gr))
+    if kind == "cos":  # from unit vectors, so that |g_r|^2 |g_f|^2 never has to be formed (overflow)
+        u_r, n_r = unit(gr)
+        u_f, n_f = unit(gf)
+        c = dot(u_r, u_f)
+        v_r = scale(1.0 / n_r.clamp_min(TINY), axpy(-c, u_r, u_f))
+        v_f = scale(1.0 / n_f.clamp_min(TINY), axpy(-c, u_f, u_r))
         return v_r, v_f, 2.0 * c, c * c
     if kind == "dot":
+        d = dot(gr, gf)
         return gf, gr, 2.0 * d, d * d
     raise ValueError(f"unknown orthogonality kind {kind!r}; use 'cos' or 'dot'")
 
