@@ -247,6 +247,7 @@ _CHANGED = {
     "batch_size": (16, "uno", {}),
     "optimizer": ("sgd", "uno", {}),
     "bn_mode": ("eval", "uno", {}),
+    "dropout": ("eval", "uno", {}),
     "beta_o": (50.0, "uno", {}),
     "beta_h": (7.0, "s-hat", {}),
     "orthogonality": ("dot", "uno", {}),
@@ -262,11 +263,22 @@ _CHANGED = {
 }
 
 
+class BNDropNet(BNNet):
+    """BNNet with dropout after the hidden layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l2(self.drop(torch.tanh(self.bn(self.l1(x)))))
+
+
 def _observable_run(config: UnlearnConfig):
-    """Weights, status, steps and the logged columns of a small BN-model run with a monitor and both terms."""
+    """Weights, status, steps and the logged columns of a small BN+dropout run with a monitor and both terms."""
     r, f = _data()
     torch.manual_seed(0)
-    model = BNNet()
+    model = BNDropNet()
     clf = torch.nn.Linear(3, 2)
     torch.nn.init.normal_(clf.weight, generator=torch.Generator().manual_seed(4))
     z = torch.randn(32, 4, generator=torch.Generator().manual_seed(5))

@@ -8,19 +8,44 @@ import torch
 from genunlearn.errors import ConfigError
 from genunlearn.loop import UnlearnConfig, unlearn
 from genunlearn.models import MNISTVAE
-from genunlearn.objectives import LatentReplacement, StandardTask, _unambiguous, vae_objective
+from genunlearn.objectives import LatentReplacement, StandardTask, nearest_unambiguous, vae_objective
 
 
-def test_unambiguous_excludes_retained_points_inside_the_forget_cluster():
+@pytest.mark.parametrize("dim", [2, 64])  # KD-tree path and brute-force path
+def test_unambiguous_targets_skip_retained_points_inside_the_forget_cluster(dim):
     g = torch.Generator().manual_seed(0)
-    forget = torch.randn(200, 2, generator=g) * 0.3 + torch.tensor([3.0, 0.0])
-    retain = torch.randn(300, 2, generator=g) * 0.3 - torch.tensor([3.0, 0.0])
-    intruder = torch.tensor([[3.0, 0.0]])  # a retained example sitting among the forget examples
-    mu_r = torch.cat([retain, intruder]).numpy()
-    keep = _unambiguous(mu_r, forget.numpy(), 16, 0.0)
-    assert not keep[-1]
-    assert keep[:-1].mean() > 0.99
-    assert _unambiguous(mu_r, forget.numpy(), 16, 1.0).all()  # share 1 keeps everything
+    centre = torch.zeros(dim)
+    centre[0] = 3.0
+    forget = torch.randn(200, dim, generator=g) * 0.3 + centre
+    retain = torch.randn(300, dim, generator=g) * 0.3 - centre
+    intruder = centre.unsqueeze(0)  # a retained example sitting among the forget examples
+    mu_r = torch.cat([retain, intruder])
+    idx = nearest_unambiguous(mu_r, forget, neighbours=2, purity_neighbours=16, max_forget_share=0.0)
+    assert idx.shape == (200, 2)
+    assert not (idx == 300).any()  # the intruder is never a target
+    everything = nearest_unambiguous(mu_r, forget, neighbours=1, purity_neighbours=16, max_forget_share=1.0)
+    assert (everything[:, 0] == 300).float().mean() > 0.5  # without the purity test it is the nearest
+    kept = torch.arange(300)  # exact: the nearest unambiguous retained points by Euclidean distance
+    expected = kept[torch.cdist(forget, retain).topk(2, largest=False).indices]
+    assert torch.equal(idx.sort(1).values, expected.sort(1).values)
+
+
+def test_brute_force_and_kd_tree_agree_in_low_dimension():
+    from genunlearn.objectives import replacement
+
+    g = torch.Generator().manual_seed(3)
+    mu_r, mu_f = torch.randn(400, 3, generator=g), torch.randn(60, 3, generator=g) + 0.7
+    kd = nearest_unambiguous(mu_r, mu_f, neighbours=2, purity_neighbours=8, max_forget_share=0.25)
+    pad = torch.zeros(400, 7), torch.zeros(60, 7)  # same geometry in 10 dimensions: the brute-force path
+    bf = nearest_unambiguous(
+        torch.cat([mu_r, pad[0]], 1),
+        torch.cat([mu_f, pad[1]], 1),
+        neighbours=2,
+        purity_neighbours=8,
+        max_forget_share=0.25,
+    )
+    assert replacement is not None
+    assert torch.equal(kd.sort(1).values, bf.sort(1).values)
 
 
 def _vae_and_data():
@@ -87,3 +112,43 @@ def test_rep_forgets_digit_one_on_the_bundled_vae():
     assert res.forget_fraction_final < 0.3 * res.forget_fraction_initial
     fid0 = setup.fid(setup.fresh_model(), 2000)["fid_retain"]
     assert setup.fid(model, 2000)["fid_retain"] < fid0 + 3.0
+
+
+def test_for_vae_reads_a_dataset_like_a_tensor():
+    from torch.utils.data import TensorDataset
+
+    vae, retain, forget = _vae_and_data()
+    a = LatentReplacement.for_vae(vae, retain, forget, max_forget_share=1.0, samples=8)
+    b = LatentReplacement.for_vae(
+        vae, TensorDataset(retain, torch.zeros(64)), TensorDataset(forget), max_forget_share=1.0, samples=8
+    )
+    assert torch.equal(a.neighbours, b.neighbours)
+    torch.manual_seed(2)
+    la = a(vae)
+    torch.manual_seed(2)
+    lb = b(vae)
+    torch.testing.assert_close(la, lb)
+
+
+def test_for_vae_with_squared_error_likelihood_and_image_shaped_data():
+    class ConvVAE(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, 2, 1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+            self.dec = torch.nn.Sequential(torch.nn.Linear(5, 3 * 8 * 8), torch.nn.Unflatten(1, (3, 8, 8)))
+
+        def encode(self, x):
+            h = self.enc(x)
+            return h[:, :5], h[:, 5:]
+
+        def decode(self, z):
+            return torch.sigmoid(self.dec(z))
+
+    torch.manual_seed(0)
+    vae = ConvVAE()
+    retain, forget = torch.rand(40, 3, 8, 8), torch.rand(20, 3, 8, 8)
+    rep = LatentReplacement.for_vae(vae, retain, forget, likelihood="mse", max_forget_share=1.0, samples=6)
+    loss = rep(vae)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert vae.dec[0].weight.grad is not None and vae.enc[0].weight.grad is None

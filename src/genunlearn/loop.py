@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from genunlearn.adapters import BN_MODES, DROPOUT_MODES, ModelAdapter, as_adapter
 from genunlearn.checkpoints import atomic_write_csv
+from genunlearn.data.batching import Data, data_length, infinite_batches, stream_generators
 from genunlearn.errors import ConfigError, DataError
 from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.methods import MethodParams, StepContext, get_method
@@ -29,9 +30,6 @@ from genunlearn.methods.gradients import all_finite
 from genunlearn.objectives import HatTerm, Task
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-BN_MODES = ("train", "eval", "batch")
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,11 @@ class UnlearnConfig:
         batch_size: retain and forget batch size (paper: 128).
         optimizer: ``"adam"`` (reference code) or ``"sgd"`` (the paper's update rules).
         bn_mode: BatchNorm while the losses are computed: ``"train"`` (reference code: batch statistics,
-            running statistics updated by every retain and forget batch), ``"eval"`` (the whole model in
-            eval mode: running statistics used and kept), or ``"batch"`` (batch statistics in the forward,
-            running statistics untouched).
+            running statistics updated by every retain and forget batch), ``"eval"`` (running statistics
+            used and kept), or ``"batch"`` (batch statistics in the forward, running statistics untouched).
+            Applies to the trainable part of the model (frozen parts are always in eval mode).
+        dropout: dropout of the trainable part while the losses are computed: ``"train"`` (active, as in
+            training) or ``"eval"`` (off).
         beta_o, beta_h, orthogonality, ascent_weight, forget_cap, beta_r, fd_eps: see
             :class:`~genunlearn.methods.MethodParams`.
         stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); ``None`` disables it.
@@ -68,6 +68,7 @@ class UnlearnConfig:
     batch_size: int = 128
     optimizer: str = "adam"
     bn_mode: str = "train"
+    dropout: str = "train"
     beta_o: float = 1e3
     beta_h: float = 1e3
     orthogonality: str = "cos"
@@ -90,6 +91,10 @@ class UnlearnConfig:
             (self.batch_size >= 2, f"batch size must be >= 2 (BatchNorm), got {self.batch_size}"),
             (self.optimizer in ("adam", "sgd"), f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"),
             (self.bn_mode in BN_MODES, f"bn mode must be one of {', '.join(BN_MODES)}, got {self.bn_mode!r}"),
+            (
+                self.dropout in DROPOUT_MODES,
+                f"dropout mode must be one of {', '.join(DROPOUT_MODES)}, got {self.dropout!r}",
+            ),
             (
                 self.orthogonality in ("cos", "dot"),
                 f"orthogonality must be 'cos' or 'dot', got {self.orthogonality!r}",
@@ -155,17 +160,6 @@ class UnlearnResult:
         return d
 
 
-def batches(data: torch.Tensor, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless random batches without replacement within each pass over ``data``."""
-    n = data.shape[0]
-    if n == 0:
-        raise DataError("cannot draw batches from an empty set")
-    while True:
-        perm = torch.randperm(n, generator=generator).to(data.device)
-        for start in range(0, n - min(batch_size, n) + 1, min(batch_size, n)):
-            yield data[perm[start : start + batch_size]]
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -180,37 +174,15 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.op
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
-@contextmanager
-def batchnorm_mode(model: nn.Module, mode: str) -> Iterator[None]:
-    """Put ``model`` in the mode the losses are computed in (see :attr:`UnlearnConfig.bn_mode`).
-
-    ``"batch"``: train mode with every BatchNorm's ``track_running_stats`` switched off for the duration, so
-    that the forward normalises with the batch's statistics and leaves the running statistics (and
-    ``num_batches_tracked``) untouched. The flags are restored on exit; the train/eval mode is left set.
-    """
-    model.train(mode != "eval")
-    switched = []
-    if mode == "batch":
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                m.track_running_stats = False
-                switched.append(m)
-    try:
-        yield
-    finally:
-        for m in switched:
-            m.track_running_stats = True
-
-
 def _finite_scalar(v: Any) -> bool:
     return isinstance(v, str) or math.isfinite(float(v))
 
 
 def unlearn(
-    model: nn.Module,
+    model: nn.Module | ModelAdapter,
     task: Task,
-    retain_data: torch.Tensor,
-    forget_data: torch.Tensor,
+    retain_data: Data,
+    forget_data: Data,
     config: UnlearnConfig,
     *,
     hat: HatTerm | None = None,
@@ -219,14 +191,19 @@ def unlearn(
     extra_monitors: Mapping[str, ForgetMonitor] | None = None,
     log_path: str | Path | None = None,
     progress: bool = True,
+    num_workers: int = 0,
 ) -> UnlearnResult:
     """Run unlearning on ``model`` in place and return what happened.
 
     Args:
-        model: any ``nn.Module``; its parameters with ``requires_grad`` are updated.
+        model: any ``nn.Module`` (every parameter with ``requires_grad`` is updated), or a
+            :class:`~genunlearn.adapters.ModelAdapter` saying which parameters train and which parts stay frozen.
         task: turns batches into retain and forget losses (:class:`~genunlearn.objectives.StandardTask`,
             :class:`~genunlearn.objectives.ReplacementTask`, or your own).
-        retain_data, forget_data: tensors whose first dimension indexes examples (on the model's device).
+        retain_data, forget_data: tensors (first dimension = examples), datasets or data loaders;
+            batches (a tensor, ``(x, y)`` or a dict) are drawn endlessly with a generator seeded by
+            ``config.seed`` and moved to the model's device one at a time
+            (:func:`~genunlearn.data.batching.infinite_batches`).
         config: the options (validated here).
         hat: the classifier term, required by classifier-assisted methods.
         replacement: the latent replacement term (:class:`~genunlearn.objectives.LatentReplacement`),
@@ -235,31 +212,78 @@ def unlearn(
         extra_monitors: further monitors, logged as ``forget_fraction_<name>`` (not used for stopping).
         log_path: if given, the per-step log is written there as CSV.
         progress: show a progress bar.
+        num_workers: ``DataLoader`` worker processes for dataset inputs (results do not depend on it).
 
     On a non-finite loss, gradient or weight the run stops, the parameters *and buffers* (BatchNorm running
     statistics) of the last finite step are restored and ``status`` says so (``result.diverged``). The
-    train/eval flags of every submodule are restored when the run ends.
+    train/eval flags of every submodule and the frozen parts' ``requires_grad`` flags are restored when the
+    run ends.
     """
     config.validate()
+    adapter = as_adapter(model)
+    net = adapter.model
     method = get_method(config.method)
     if method.uses_classifier and hat is None:
         raise ConfigError(f"method {config.method!r} needs a classifier (hat term)")
     if method.uses_replacement and replacement is None:
         raise ConfigError(f"method {config.method!r} needs a latent replacement term")
-    if len(forget_data) == 0:
+    if data_length(forget_data) == 0:
         raise DataError("empty forget set")
-    if method.uses_retain and len(retain_data) == 0:
+    has_retain = data_length(retain_data) > 0
+    if method.uses_retain and not has_retain:
         raise DataError("empty retain set")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError("the model has no trainable parameters")
-    buffers = [b for b in model.buffers()]
-    modes = {m: m.training for m in model.modules()}
+    with adapter.run_scope():
+        params = adapter.trainable_parameters()
+        if not params:
+            raise ConfigError("the model has no trainable parameters")
+        return _run(
+            adapter,
+            net,
+            params,
+            method,
+            task,
+            retain_data if has_retain else None,
+            forget_data,
+            config,
+            hat=hat,
+            replacement=replacement,
+            monitor=monitor,
+            extra_monitors=extra_monitors,
+            log_path=log_path,
+            progress=progress,
+            num_workers=num_workers,
+        )
+
+
+def _run(
+    adapter: ModelAdapter,
+    net: nn.Module,
+    params: list[nn.Parameter],
+    method: Any,
+    task: Task,
+    retain_data: Data | None,
+    forget_data: Data,
+    config: UnlearnConfig,
+    *,
+    hat: HatTerm | None,
+    replacement: Callable[[nn.Module], torch.Tensor] | None,
+    monitor: ForgetMonitor | None,
+    extra_monitors: Mapping[str, ForgetMonitor] | None,
+    log_path: str | Path | None,
+    progress: bool,
+    num_workers: int,
+) -> UnlearnResult:
+    model = net
+    buffers = list(net.buffers())
     device = params[0].device
     torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    retain_it = batches(retain_data, config.batch_size, gen) if len(retain_data) else None
-    forget_it = batches(forget_data, config.batch_size, gen)
+    gen_r, gen_f = stream_generators(config.seed)
+    retain_it = (
+        infinite_batches(retain_data, config.batch_size, gen_r, device=device, num_workers=num_workers)
+        if retain_data is not None
+        else None
+    )
+    forget_it = infinite_batches(forget_data, config.batch_size, gen_f, device=device, num_workers=num_workers)
     opt = make_optimizer(config.optimizer, params, config.lr)
     hp = config.method_params
     state = params + buffers
@@ -290,31 +314,31 @@ def unlearn(
         log.append({"step": step, "compute_time_s": compute, **row})
 
     amp = _DTYPES[config.precision]
-    try:
-        observe(0, {})
-        bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
-        steps_run = 0
-        for k in bar:
-            if config.early_stop and updates_to_unlearn is not None:
-                status = "unlearned"
-                break
-            xb_r = next(retain_it) if retain_it is not None else None
-            xb_f = next(forget_it)
-            ctx = StepContext(
-                params=params,
-                retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
-                forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
-                hat_loss=(lambda: hat(model)) if hat is not None else None,
-                replace_loss=(lambda: replacement(model)) if replacement is not None else None,
-                step=k,
-                hp=hp,
-                buffers=buffers,
-            )
-            with torch.no_grad():  # the last finite state, kept outside the timed region
-                torch._foreach_copy_(snapshot, [t.detach() for t in state])
+    observe(0, {})
+    bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
+    steps_run = 0
+    for k in bar:
+        if config.early_stop and updates_to_unlearn is not None:
+            status = "unlearned"
+            break
+        xb_r = next(retain_it) if retain_it is not None else None
+        xb_f = next(forget_it)
+        ctx = StepContext(
+            params=params,
+            retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
+            forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
+            hat_loss=(lambda: hat(model)) if hat is not None else None,
+            replace_loss=(lambda: replacement(model)) if replacement is not None else None,
+            step=k,
+            hp=hp,
+            buffers=buffers,
+        )
+        with torch.no_grad():  # the last finite state, kept outside the timed region
+            torch._foreach_copy_(snapshot, [t.detach() for t in state])
+        with adapter.step_modes(config.bn_mode, config.dropout):  # set outside the timed region
             _sync(device)
             t0 = time.perf_counter()
-            with batchnorm_mode(model, config.bn_mode), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 out = method.compute(ctx)
             for p, d in zip(params, out.direction, strict=True):
                 p.grad = d.detach()
@@ -322,35 +346,32 @@ def unlearn(
             opt.zero_grad(set_to_none=True)
             _sync(device)
             dt = time.perf_counter() - t0
-            row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
-            finite = (
-                all_finite(out.direction)
-                and all(_finite_scalar(v) for v in row.values())
-                and all_finite([t.detach() for t in state if t.is_floating_point()])
-            )
-            if not finite:
-                with torch.no_grad():
-                    torch._foreach_copy_(state, snapshot)
-                status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
-                break
-            if config.diagnostics and out.diagnostics is not None:
-                row.update(out.diagnostics())
-            del out, ctx
-            steps_run = k + 1
-            compute += dt
-            step_times.append(dt)
-            if "phase" in row:
-                phase_times.setdefault(str(int(row["phase"])), []).append(dt)
-            observe(steps_run, {"step_time_s": dt, **row})
-            if fraction is not None:
-                bar.set_postfix(forget=f"{fraction:.3f}")
-        else:
-            if config.early_stop and updates_to_unlearn is not None:
-                status = "unlearned"
-        bar.close()
-    finally:
-        for m, was_training in modes.items():
-            m.train(was_training)
+        row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
+        finite = (
+            all_finite(out.direction)
+            and all(_finite_scalar(v) for v in row.values())
+            and all_finite([t.detach() for t in state if t.is_floating_point()])
+        )
+        if not finite:
+            with torch.no_grad():
+                torch._foreach_copy_(state, snapshot)
+            status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
+            break
+        if config.diagnostics and out.diagnostics is not None:
+            row.update(out.diagnostics())
+        del out, ctx
+        steps_run = k + 1
+        compute += dt
+        step_times.append(dt)
+        if "phase" in row:
+            phase_times.setdefault(str(int(row["phase"])), []).append(dt)
+        observe(steps_run, {"step_time_s": dt, **row})
+        if fraction is not None:
+            bar.set_postfix(forget=f"{fraction:.3f}")
+    else:
+        if config.early_stop and updates_to_unlearn is not None:
+            status = "unlearned"
+    bar.close()
     if log_path is not None:
         write_log(log, log_path)
     return UnlearnResult(

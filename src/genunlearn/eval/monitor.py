@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from genunlearn.adapters import preserved_modes
 from genunlearn.errors import ConfigError
 
 
@@ -77,19 +78,19 @@ class ForgetMonitor:
     @torch.no_grad()
     def predict(self, model: nn.Module) -> torch.Tensor:
         """Predicted class of the sample generated from each latent."""
-        was_training = model.training
         buffers = {k: v.clone() for k, v in model.named_buffers()}
-        model.train(self.mode == "train")
-        try:
-            step = len(self.latents) if self.mode == "train" else self.batch_size
-            preds = [
-                self.classifier(self.generate(model, self.latents[i : i + step])).argmax(1)
-                for i in range(0, len(self.latents), step)
-            ]
-        finally:
-            for k, v in model.named_buffers():
-                v.copy_(buffers[k])
-            model.train(was_training)
+        with preserved_modes(model), preserved_modes(self.classifier):
+            model.train(self.mode == "train")
+            self.classifier.eval()
+            try:
+                step = len(self.latents) if self.mode == "train" else self.batch_size
+                preds = [
+                    self.classifier(self.generate(model, self.latents[i : i + step])).argmax(1)
+                    for i in range(0, len(self.latents), step)
+                ]
+            finally:
+                for k, v in model.named_buffers():
+                    v.copy_(buffers[k])
         return torch.cat(preds)
 
     def measure(self, model: nn.Module) -> MonitorReading:

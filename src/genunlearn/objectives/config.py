@@ -1,0 +1,46 @@
+"""Options of the model-side terms (loss reduction, classifier term, replacement targets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genunlearn.errors import ConfigError
+from genunlearn.objectives.hat import check_hat_kind
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Options of the model-side terms: applied where the task, the hat term and the replacement term are built.
+
+    The engine (:func:`genunlearn.loop.unlearn`) receives those objects ready-made and never reads these
+    options; the code that builds them (an experiment, a model adapter, the CLI) applies them and records them
+    next to the engine's :class:`~genunlearn.loop.UnlearnConfig`.
+
+    Attributes:
+        loss_reduction: ``"sum"`` over batch and pixels (reference code) or ``"mean"`` over the batch (paper's
+            equations); changes the weight of beta_o, beta_h and beta_r relative to the losses.
+        hat_kind: the classifier term (:data:`HAT_KINDS`): ``"bernoulli"`` (paper eq. 9), ``"reference"``
+            (the reference code's term), ``"uniform-kl"`` (KL(u || mean softmax), a genunlearn variant).
+        alpha: threshold of eq. 9 (``bernoulli`` only).
+        hat_samples: samples generated per step for the hat term (paper: N_g = B).
+        replace_neighbors: ``rep``: retained neighbours per forget example (targets of ``L_rep``).
+    """
+
+    loss_reduction: str = "sum"
+    hat_kind: str = "bernoulli"
+    alpha: float = 1e-8
+    hat_samples: int = 128
+    replace_neighbors: int = 1
+
+    def validate(self) -> ObjectiveConfig:
+        """Check every field; raises :class:`ConfigError` with one line."""
+        if self.loss_reduction not in ("sum", "mean"):
+            raise ConfigError(f"loss reduction must be 'sum' or 'mean', got {self.loss_reduction!r}")
+        check_hat_kind(self.hat_kind)
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.hat_samples < 1:
+            raise ConfigError(f"hat samples must be >= 1, got {self.hat_samples}")
+        if self.replace_neighbors < 1:
+            raise ConfigError(f"replace_neighbors must be >= 1, got {self.replace_neighbors}")
+        return self
