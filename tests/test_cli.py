@@ -90,7 +90,7 @@ def test_unlearn_writes_summary_log_and_model(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["unlearn", "--forget", "12"], "error: forget class 12 does not exist in the data"),
+        (["unlearn", "--forget", "12"], "error: forget class 12 does not exist in mnist"),
         (["unlearn", "--method", "nope"], "error: unknown method 'nope'"),
         (["unlearn", "--checkpoint", "/nonexistent/vae.safetensors"], "vae.safetensors: checkpoint not found"),
         (["unlearn", "--method", "s", "--lr", "-1"], "error: lr must be > 0"),

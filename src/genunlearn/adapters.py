@@ -73,18 +73,23 @@ class ModelAdapter:
         self.model = model
         self.frozen = tuple(frozen)
         self.trainable = trainable
-        names = dict(model.named_modules())
+        self._frozen_modules()  # validates the names
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        names = dict(self.model.named_modules())
         missing = [n for n in self.frozen if n not in names]
         if missing:
-            raise ConfigError(f"frozen submodules not found in {type(model).__name__}: {missing}")
-        self._frozen_modules = [names[n] for n in self.frozen]
-        self._frozen_ids = {id(m) for root in self._frozen_modules for m in root.modules()}
+            raise ConfigError(f"frozen submodules not found in {type(self.model).__name__}: {missing}")
+        return [names[n] for n in self.frozen]
+
+    def _frozen_ids(self) -> set[int]:
+        return {id(m) for root in self._frozen_modules() for m in root.modules()}
 
     def frozen_parameters(self) -> list[nn.Parameter]:
         """Parameters of the frozen submodules."""
         seen: set[int] = set()
         out = []
-        for root in self._frozen_modules:
+        for root in self._frozen_modules():
             for p in root.parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
@@ -102,7 +107,8 @@ class ModelAdapter:
 
     def trainable_modules(self) -> list[nn.Module]:
         """Submodules outside the frozen parts."""
-        return [m for m in self.model.modules() if id(m) not in self._frozen_ids]
+        frozen = self._frozen_ids()
+        return [m for m in self.model.modules() if id(m) not in frozen]
 
     @contextmanager
     def run_scope(self) -> Iterator[None]:
@@ -125,8 +131,9 @@ class ModelAdapter:
         if dropout not in DROPOUT_MODES:
             raise ConfigError(f"dropout mode must be one of {', '.join(DROPOUT_MODES)}, got {dropout!r}")
         switched = []
+        frozen = self._frozen_ids()
         for m in self.model.modules():
-            if id(m) in self._frozen_ids:
+            if id(m) in frozen:
                 m.training = False
             elif isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.training = bn_mode != "eval"

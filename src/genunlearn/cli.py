@@ -6,11 +6,14 @@ Every user error is reported as one line on stderr with exit status 2, never a t
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from genunlearn.config import config_options
 from genunlearn.errors import GenUnlearnError
 
 
@@ -117,141 +120,31 @@ def train(
 
 
 @cli.command()
-@click.option("--model", "model_name", default="mnist-vae", show_default=True, help="Registered model name.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Weights (default: bundled).")
-@click.option("--forget", "forget", default="1", show_default=True, help="Class(es) to forget, e.g. 1 or 1,7.")
-@click.option("--method", default="uno", show_default=True, help="See `genunlearn methods`.")
-@click.option("--steps", type=int, default=530, show_default=True, help="Maximum number of updates.")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--beta-o", type=float, default=1e3, show_default=True, help="Orthogonality weight.")
-@click.option("--beta-h", type=float, default=1e3, show_default=True, help="Classifier-term weight (hat methods).")
-@click.option("--alpha", type=float, default=1e-8, show_default=True, help="Threshold of the hat KL (eq. 9).")
 @click.option(
-    "--hat-kind",
-    type=click.Choice(["bernoulli", "reference", "uniform-kl"]),
-    default="bernoulli",
-    show_default=True,
-    help="Paper eq. 9, the reference code's term, or KL(u || mean softmax).",
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML run config ([model], [data], [objective], [unlearn], [monitor], [run]); options below override it.",
 )
-@click.option("--orthogonality", type=click.Choice(["cos", "dot"]), default="cos", show_default=True)
-@click.option("--ascent-weight", type=float, default=1.0, show_default=True, help="s-asc: relative ascent norm.")
-@click.option("--forget-cap", type=float, default=1.5, show_default=True, help="s-asc: stop ascent at this x L_f(0).")
-@click.option("--beta-r", type=float, default=10.0, show_default=True, help="rep: weight of the replacement term.")
-@click.option(
-    "--replace-neighbors", type=int, default=1, show_default=True, help="rep: retained targets per forget example."
-)
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option(
-    "--optimizer",
-    type=click.Choice(["adam", "sgd"]),
-    default="adam",
-    show_default=True,
-    help="adam: reference code; sgd: the paper's update rules.",
-)
-@click.option(
-    "--loss-reduction",
-    type=click.Choice(["sum", "mean"]),
-    default="sum",
-    show_default=True,
-    help="sum: reference code; mean: the paper's equations.",
-)
-@click.option(
-    "--bn-mode",
-    type=click.Choice(["train", "eval", "batch"]),
-    default="train",
-    show_default=True,
-    help="BatchNorm during unlearning (train: reference code; batch: batch statistics, running ones untouched).",
-)
-@click.option("--stop-at", type=float, default=0.02, show_default=True, help="Forget-fraction threshold.")
-@click.option("--early-stop/--no-early-stop", default=True, show_default=True)
-@click.option("--monitor-samples", type=int, default=1024, show_default=True, help="Fixed latents of the monitor.")
-@click.option("--monitor-mode", type=click.Choice(["train", "eval"]), default="eval", show_default=True)
-@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None)
-@click.option("--fid-samples", type=int, default=0, show_default=True, help="Samples for FID (0: skip).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "fp16"]),
-    default="fp32",
-    show_default=True,
-    help="Autocast of losses and gradients (weights stay float32).",
-)
+@config_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def unlearn(
-    model_name: str,
-    checkpoint: str | None,
-    forget: str,
-    method: str,
-    steps: int,
-    lr: float,
-    beta_o: float,
-    beta_h: float,
-    alpha: float,
-    hat_kind: str,
-    orthogonality: str,
-    ascent_weight: float,
-    forget_cap: float,
-    beta_r: float,
-    replace_neighbors: int,
-    batch_size: int,
-    optimizer: str,
-    loss_reduction: str,
-    bn_mode: str,
-    stop_at: float,
-    early_stop: bool,
-    monitor_samples: int,
-    monitor_mode: str,
-    classifier_checkpoint: str | None,
-    fid_samples: int,
-    seed: int,
-    device: str,
-    precision: str,
-    out: str,
-    quiet: bool,
-) -> None:
-    """Make a model forget a class; writes summary.json, log.csv and model.safetensors into --out."""
-    from genunlearn.errors import ConfigError
-    from genunlearn.experiments.mnist import MnistUnlearnSpec, unlearn_to_dir
-    from genunlearn.loop import UnlearnConfig
-    from genunlearn.objectives import ObjectiveConfig
+def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> None:
+    """Make a model forget a class (or replace it); writes summary.json, config.toml, log.csv and model.safetensors.
 
-    if model_name != "mnist-vae":
-        raise ConfigError(f"unlearn supports --model mnist-vae for now, got {model_name!r}")
-    if monitor_samples < 1:
-        raise ConfigError("--monitor-samples must be >= 1")
-    spec = MnistUnlearnSpec(
-        forget=_parse_classes(forget),
-        checkpoint=checkpoint,
-        classifier_checkpoint=classifier_checkpoint,
-        monitor_samples=monitor_samples,
-        monitor_mode=monitor_mode,
-        fid_samples=fid_samples,
-        device=device,
-    )
-    config = UnlearnConfig(
-        method=method,
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        bn_mode=bn_mode,
-        beta_o=beta_o,
-        beta_h=beta_h,
-        orthogonality=orthogonality,
-        ascent_weight=ascent_weight,
-        forget_cap=forget_cap,
-        beta_r=beta_r,
-        stop_at=stop_at,
-        early_stop=early_stop,
-        seed=seed,
-        precision=precision,
-    ).validate()
-    objective = ObjectiveConfig(
-        loss_reduction=loss_reduction, hat_kind=hat_kind, alpha=alpha, replace_neighbors=replace_neighbors
-    ).validate()
-    summary = unlearn_to_dir(spec, config, out, objective, progress=not quiet)
+    \b
+    Examples:
+      genunlearn unlearn --forget 1 --method rep --out runs/rep1
+      genunlearn unlearn --config run.toml --steps 100 --out runs/x
+      genunlearn unlearn --model my_model:factory --config run.toml --out runs/mine
+    """
+    from genunlearn.config import load_config, overrides_from_cli
+    from genunlearn.experiments.session import run_to_dir
+
+    cfg = load_config(config_file, overrides_from_cli(options))
+    command = " ".join(shlex.quote(a) for a in ["genunlearn", *sys.argv[1:]])
+    summary = run_to_dir(cfg, out, progress=not quiet, command=command)
     keys = [
         "method",
         "status",
@@ -267,7 +160,7 @@ def unlearn(
     for k in keys:
         v = summary.get(k)
         click.echo(f"{k:24s} {v:.4g}" if isinstance(v, float) else f"{k:24s} {v}")
-    click.echo(f"outputs in {out}/ (summary.json, log.csv, model.safetensors)")
+    click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, model.safetensors)")
     if summary["status"].startswith("diverged"):
         raise GenUnlearnError(summary["status"])
 
@@ -304,6 +197,10 @@ def bench() -> None:
 )
 @click.option("--classifier-bn/--classifier-no-bn", default=None, help="Override the classifier's bn1 use.")
 @click.option("--forget", default="1", show_default=True)
+@click.option(
+    "--dataset", default="mnist", show_default=True, help="Any IDX dataset (with --checkpoint and a classifier)."
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
 @click.option("--steps", type=int, default=None, help="K (default 530; --quick: 12).")
 @click.option("--fid-samples", type=int, default=None, help="Default 25,000 (--quick: 1,000).")
 @click.option("--quick", is_flag=True, help="A small smoke run: 2 seeds, 12 updates, small FID.")
@@ -318,6 +215,8 @@ def bench_mnist(
     classifier_checkpoint: str | None,
     classifier_bn: bool | None,
     forget: str,
+    dataset: str,
+    data_dir: str | None,
     steps: int | None,
     fid_samples: int | None,
     quick: bool,
@@ -350,12 +249,13 @@ def bench_mnist(
         checkpoint=checkpoint,
         classifier_checkpoint=classifier_checkpoint,
         classifier_bn=classifier_bn,
+        dataset=dataset,
+        data_dir=data_dir,
         device=device,
     )
     entries = [m.strip() for m in methods.split(",")] if methods else None
-    result = run_bench(
-        out, spec=spec, settings=settings, entries=entries, title=title or f"MNIST, forget digit {forget}"
-    )
+    default_title = f"MNIST, forget digit {forget}" if dataset == "mnist" else f"{dataset}, forget class {forget}"
+    result = run_bench(out, spec=spec, settings=settings, entries=entries, title=title or default_title)
     click.echo(result["table"])
 
 

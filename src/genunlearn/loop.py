@@ -52,9 +52,14 @@ class UnlearnConfig:
             Applies to the trainable part of the model (frozen parts are always in eval mode).
         dropout: dropout of the trainable part while the losses are computed: ``"train"`` (active, as in
             training) or ``"eval"`` (off).
-        beta_o, beta_h, orthogonality, ascent_weight, forget_cap, beta_r, fd_eps: see
-            :class:`~genunlearn.methods.MethodParams`.
-        stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); ``None`` disables it.
+        beta_o: weight of the orthogonality term (UNO methods, paper eq. 3).
+        beta_h: weight of the classifier term (hat methods, paper eq. 9).
+        orthogonality: ``"cos"`` (squared cosine, eq. 3) or ``"dot"`` (squared dot product, appendix I).
+        ascent_weight: ``s-asc``: norm of the forget ascent relative to the retain part.
+        forget_cap: ``s-asc``: ascent stops once the forget loss exceeds this multiple of its first value.
+        beta_r: weight of the latent replacement term (``rep``).
+        fd_eps: ``uno-fd``: relative finite-difference step of the Hessian-vector products.
+        stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); 0 (or ``None``) disables it.
         early_stop: stop at the first monitor reading below ``stop_at`` (else run all ``steps``).
         seed: seeds initial RNG state and batch order.
         precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast of the losses and gradients (weights and

@@ -110,7 +110,8 @@ def train(
     test_set = load_dataset(config.dataset, "test", config.data_dir)
     torch.manual_seed(config.seed)
     is_vae = config.model == "vae"
-    model: nn.Module = MNISTVAE() if is_vae else MNISTClassifier(use_bn=config.use_bn)
+    build = _build_options(config, train_set)
+    model: nn.Module = MNISTVAE(**build) if is_vae else MNISTClassifier(**build)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     state_path, weights_path, opt_path = out / "state.json", out / "model.safetensors", out / "optimizer.pt"
@@ -150,7 +151,7 @@ def train(
                 continue
             x = x_all[idx]
             if is_vae:
-                noise = torch.randn(x.shape[0], 2, generator=g, device=device)
+                noise = torch.randn(x.shape[0], model.latent_dim, generator=g, device=device)
                 loss = vae_loss(model, x, reduction="mean", noise=noise)
             else:
                 loss = F.cross_entropy(model(x), y_all[idx])
@@ -161,7 +162,7 @@ def train(
             batches += 1
         history.append({"epoch": epoch + 1, "train_loss": running / batches})
         bar.set_postfix(loss=f"{running / batches:.3f}")
-        save_weights(model, weights_path, metadata=_metadata(config, history))
+        save_weights(model, weights_path, metadata=_metadata(config, history, build=build))
         atomic_write(opt_path, lambda tmp: torch.save(opt.state_dict(), tmp))
         atomic_write_json(state_path, {"epoch": epoch + 1, "config": asdict(config), "history": history})
     model.eval()
@@ -182,15 +183,29 @@ def train(
         "seconds_this_session": time.perf_counter() - t0,
         "versions": versions(),
     }
-    save_weights(model, weights_path, metadata=_metadata(config, history, final))
+    save_weights(model, weights_path, metadata=_metadata(config, history, final, build))
     atomic_write_json(out / "record.json", record)
     return record
 
 
-def _metadata(config: TrainConfig, history: list[dict], final: dict | None = None) -> dict:
+def _build_options(config: TrainConfig, data: ImageDataset) -> dict:
+    """Constructor options for the dataset's image size (and number of classes), stored in the checkpoint."""
+    pixels = int(data.images[0].numel())
+    if config.model == "vae":
+        return {"image_size": pixels} if pixels != 784 else {}
+    out: dict = {"use_bn": config.use_bn}
+    classes = int(data.labels.max()) + 1
+    if pixels != 784:
+        out["in_features"] = pixels
+    if classes != 10:
+        out["num_classes"] = classes
+    return out
+
+
+def _metadata(config: TrainConfig, history: list[dict], final: dict | None = None, build: dict | None = None) -> dict:
     meta: dict = {"train_config": asdict(config), "epochs_done": len(history)}
-    if config.model == "classifier":
-        meta["build_options"] = {"use_bn": config.use_bn}
+    if build:
+        meta["build_options"] = build
     if final:
         meta["final"] = final
     return meta

@@ -1,6 +1,7 @@
 """Endless, seeded, reshuffled batches from tensors, datasets or data loaders, moved to the device per batch.
 
-- A **tensor** (first dimension = examples) is indexed directly (the fast path).
+- A **tensor** (first dimension = examples), or a tuple of tensors ``(x, y, ...)`` indexed together, is indexed
+  directly (the fast path).
 - A **dataset** (``torch.utils.data.Dataset``: in memory or reading files lazily) is read through a
   ``DataLoader`` whose batch sampler draws the same permutations as the tensor path from the same seeded
   generator: a ``TensorDataset`` gives exactly the tensor path's batches, whatever ``num_workers`` processes
@@ -25,11 +26,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from genunlearn.errors import DataError
 
-Data = torch.Tensor | Dataset | DataLoader
+Data = torch.Tensor | tuple[torch.Tensor, ...] | Dataset | DataLoader
+
+
+def _tensor_tuple(data: Any) -> bool:
+    return isinstance(data, tuple) and bool(data) and all(isinstance(t, torch.Tensor) for t in data)
 
 
 def data_length(data: Data) -> int:
-    """Number of examples (``len`` of a tensor's first dimension, a dataset, or a loader's dataset)."""
+    """Number of examples (a tensor's first dimension, a tuple of such tensors, a dataset, a loader's dataset)."""
+    if _tensor_tuple(data):
+        lengths = {len(t) for t in data}  # type: ignore[union-attr]
+        if len(lengths) != 1:
+            raise DataError(f"the tensors of a (x, y, ...) tuple hold different numbers of examples: {sorted(lengths)}")
+        return lengths.pop()
     if isinstance(data, DataLoader):
         return len(data.dataset)  # type: ignore[arg-type]
     try:
@@ -100,6 +110,10 @@ def infinite_batches(
         for idx in epoch_permutations(n, batch_size, generator):
             batch = data[idx.to(data.device)]
             yield batch if batch.device == device else batch.to(device, non_blocking=non_blocking)
+        return
+    if _tensor_tuple(data):  # (x, y, ...) tensors indexed together: the fast path with labels
+        for idx in epoch_permutations(n, batch_size, generator):
+            yield tuple(t[idx.to(t.device)].to(device, non_blocking=non_blocking) for t in data)  # type: ignore[union-attr]
         return
     if isinstance(data, DataLoader):
         while True:

@@ -13,14 +13,22 @@ import numpy as np
 import torch
 
 
-def _tile(images: torch.Tensor, rows: int, side: int = 28) -> np.ndarray:
-    imgs = images.detach().cpu().reshape(-1, side, side).numpy()
-    cols = int(np.ceil(len(imgs) / rows))
-    canvas = np.ones((rows * (side + 2), cols * (side + 2)))
-    for i, im in enumerate(imgs):
-        r, c = divmod(i, cols)
-        canvas[r * (side + 2) + 1 : r * (side + 2) + 1 + side, c * (side + 2) + 1 : c * (side + 2) + 1 + side] = im
-    return canvas
+def _tile(images: torch.Tensor, rows: int, side: int | None = None) -> np.ndarray:
+    """A grid of images: flat square images ``(B, H*W)``, ``(B, H, W)`` or ``(B, C, H, W)`` (C = 1 or 3)."""
+    imgs = images.detach().float().cpu()
+    if imgs.ndim == 2:
+        side = side or round(imgs.shape[1] ** 0.5)
+        imgs = imgs.reshape(-1, 1, side, side)
+    elif imgs.ndim == 3:
+        imgs = imgs.unsqueeze(1)
+    arr = imgs.permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
+    n, h, w, c = arr.shape
+    cols = int(np.ceil(n / rows))
+    canvas = np.ones((rows * (h + 2), cols * (w + 2), c))
+    for i, im in enumerate(arr):
+        r, col = divmod(i, cols)
+        canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, col * (w + 2) + 1 : col * (w + 2) + 1 + w] = im
+    return canvas[..., 0] if c == 1 else np.clip(canvas, 0, 1)
 
 
 def before_after_grid(

@@ -21,11 +21,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from genunlearn.checkpoints import atomic_write_csv, atomic_write_json, atomic_write_text, save_weights
+from genunlearn.checkpoints import atomic_write_csv, atomic_write_json, atomic_write_text, load_into, save_weights
 from genunlearn.errors import ConfigError
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.loop import UnlearnConfig
-from genunlearn.models import load_model
 from genunlearn.objectives import ObjectiveConfig
 from genunlearn.runinfo import versions
 
@@ -369,7 +368,7 @@ def run_bench(
             if seed == 0:  # kept for the figures (weights are not committed: see .gitignore)
                 save_weights(model, path.with_suffix(".safetensors"))
         if seed == 0 and path.with_suffix(".safetensors").is_file():
-            models_seed0[entry.key] = load_model("mnist-vae", path.with_suffix(".safetensors"))
+            models_seed0[entry.key] = load_into(setup.fresh_model(), path.with_suffix(".safetensors")).eval()
         records.setdefault(entry.key, []).append(rec)
     rows = aggregate(records, original, settings)
     table = render_table(rows, original, settings, title)

@@ -13,12 +13,13 @@ from torch import nn
 
 
 class MNISTClassifier(nn.Module):
-    """A one-hidden-layer MLP classifier for 28x28 digit images in [0, 1]."""
+    """A one-hidden-layer MLP classifier for flattened images in [0, 1] (28x28 digits by default)."""
 
-    def __init__(self, use_bn: bool = False, hidden: int = 200, num_classes: int = 10) -> None:
+    def __init__(self, use_bn: bool = False, hidden: int = 200, num_classes: int = 10, in_features: int = 784) -> None:
         super().__init__()
         self.use_bn = use_bn
-        self.fc1 = nn.Linear(784, hidden)
+        self.num_classes = num_classes
+        self.fc1 = nn.Linear(in_features, hidden)
         self.bn1 = nn.BatchNorm1d(hidden)
         self.fc2 = nn.Linear(hidden, num_classes)
 

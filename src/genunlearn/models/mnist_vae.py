@@ -31,6 +31,11 @@ class MNISTVAE(nn.Module):
             nn.Sigmoid(),
         )
 
+    def build_options(self) -> dict[str, int]:
+        """Constructor arguments that differ from the defaults (stored in checkpoints' metadata)."""
+        d = {"latent_dim": self.latent_dim, "hidden": self.encoder[0].out_features, "image_size": self.image_size}
+        return {k: v for k, v in d.items() if v != {"latent_dim": 2, "hidden": 400, "image_size": 784}[k]}
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(mu, logvar)`` of the approximate posterior for images ``x`` (any shape ``(B, ...)``)."""
         h = self.encoder(x.reshape(x.shape[0], -1))

@@ -60,7 +60,7 @@ register_model(
         name="mnist-vae",
         kind="generator",
         description="UNO paper's MNIST VAE (632,788 params, 2-D latent), Bernoulli decoder",
-        build=lambda **kw: MNISTVAE(),
+        build=lambda **kw: MNISTVAE(**{k: kw[k] for k in ("latent_dim", "hidden", "image_size") if k in kw}),
         bundled="mnist-vae.safetensors",
         authors_file="vae.safetensors",
         dataset="mnist",
@@ -71,7 +71,9 @@ register_model(
         name="mnist-classifier",
         kind="classifier",
         description="UNO paper's MNIST classifier (159,410 params), monitor and FID features",
-        build=lambda use_bn=False, **kw: MNISTClassifier(use_bn=use_bn),
+        build=lambda use_bn=False, **kw: MNISTClassifier(
+            use_bn=use_bn, **{k: kw[k] for k in ("hidden", "num_classes", "in_features") if k in kw}
+        ),
         bundled="mnist-classifier.safetensors",
         authors_file="classifier.safetensors",
         dataset="mnist",

@@ -1,0 +1,376 @@
+"""One loaded unlearning problem: a model bundle, its retain/forget data, monitors, terms and metrics.
+
+:class:`UnlearnSession` is what ``genunlearn unlearn``, the benches, the demo and the sweeps share: it builds
+the model through its factory (:func:`~genunlearn.models.bundle.build_bundle`), splits the data by class
+(or into forget and target data for conditional replacement), and hands out fresh copies of the original
+model, forget monitors with inputs fixed by a seed, the classifier term, the latent replacement term, FID,
+and :meth:`UnlearnSession.run`. :func:`run_to_dir` runs one job and writes its outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from genunlearn.adapters import ModelAdapter, as_adapter, eval_mode
+from genunlearn.checkpoints import atomic_write_json, atomic_write_text, save_weights
+from genunlearn.config import DataConfig, ModelConfig, MonitorConfig, RunConfig
+from genunlearn.data.batching import data_length
+from genunlearn.data.splits import ForgetSplit
+from genunlearn.errors import CheckpointError, ConfigError, DataError
+from genunlearn.eval.fid import ClassifierFID
+from genunlearn.eval.monitor import ForgetMonitor
+from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
+from genunlearn.methods import METHODS
+from genunlearn.models.bundle import BuildContext, ModelBundle, build_bundle, forget_classes_exist
+from genunlearn.objectives import (
+    HatTerm,
+    LatentReplacement,
+    ObjectiveConfig,
+    ReplacementTask,
+    StandardTask,
+    Task,
+    batch_inputs,
+)
+from genunlearn.runinfo import resolve_device, versions
+
+
+def _with_reduction(objective: Any, reduction: str) -> Any:
+    """The objective with ``reduction`` over the batch (dataclass objectives with a ``reduction`` field)."""
+    if getattr(objective, "reduction", reduction) == reduction:
+        return objective
+    try:
+        return replace(objective, reduction=reduction)
+    except TypeError:
+        raise ConfigError(f"this model's objective does not take loss_reduction={reduction!r}") from None
+
+
+class UnlearnSession:
+    """Loaded data and models for unlearning runs (reusable across seeds, methods and objective options).
+
+    Args:
+        model: ``[model]`` options (name, checkpoint, factory options).
+        data: ``[data]`` options (dataset, forget classes, replacement targets).
+        monitor: ``[monitor]`` options (classifier, monitor size and mode).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``.
+        loss_reduction: the objective's reduction the model is built with (runs may ask for the other one).
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        data: DataConfig,
+        monitor: MonitorConfig,
+        *,
+        device: str = "auto",
+        loss_reduction: str = "sum",
+    ) -> None:
+        self.model_config, self.data_config, self.monitor_config = model, data, monitor
+        self.device = resolve_device(device)
+        context = BuildContext(
+            device=self.device,
+            checkpoint=model.checkpoint,
+            loss_reduction=loss_reduction,
+            dataset=data.dataset,
+            data_dir=data.data_dir,
+            classifier_checkpoint=monitor.classifier_checkpoint,
+            classifier_bn=monitor.classifier_bn,
+        )
+        self.bundle: ModelBundle = build_bundle(model.name, model.options, context)
+        if self.bundle.data is None:
+            raise ConfigError(f"--model {model.name} brings no training data; name one with --dataset")
+        self.data = self.bundle.data
+        labels = self.data.labels
+        self.forget_classes = tuple(data.forget)
+        forget_classes_exist(labels, self.forget_classes, self.data.name)
+        self.classifier = self.bundle.classifier
+        if self.classifier is not None:
+            for p in self.classifier.parameters():
+                p.requires_grad_(False)
+            self.classifier.eval()
+        self.conditional = bool(data.replace_with)
+        if self.conditional:
+            targets = tuple(data.replace_with) * (len(self.forget_classes) if len(data.replace_with) == 1 else 1)
+            forget_classes_exist(labels, targets, self.data.name, "target class")
+            self.targets = targets
+            f_idx = torch.nonzero(torch.isin(labels, torch.tensor(self.forget_classes))).reshape(-1)
+            t_idx = torch.nonzero(torch.isin(labels, torch.tensor(sorted(set(targets))))).reshape(-1)
+            self.split = ForgetSplit(retain=t_idx, forget=f_idx, description=f"replace {self.forget_classes}")
+            self.retain_data = self._labelled(t_idx)
+            self.forget_data = self._labelled(f_idx)
+        else:
+            self.targets = ()
+            self.split = ForgetSplit.by_class(labels, self.forget_classes)
+            self.retain_data = self.data.subset(self.split.retain)
+            self.forget_data = self.data.subset(self.split.forget)
+        self._original = copy.deepcopy(self.bundle.model)
+        self._fid: dict[str, ClassifierFID] = {}
+        self._replacements: dict[tuple, LatentReplacement] = {}
+
+    def _labelled(self, index: torch.Tensor) -> Any:
+        """Examples at ``index`` with their labels: a ``(x, y)`` tensor pair or a subset of the dataset."""
+        examples = self.data.subset(index)
+        if isinstance(examples, torch.Tensor):
+            return (examples, self.data.labels[index].to(examples.device))
+        return examples
+
+    # --- models ----------------------------------------------------------------------------------------------
+
+    def fresh_adapter(self) -> ModelAdapter:
+        """A new copy of the original model, as an adapter (frozen parts as the factory declared them)."""
+        fresh = self.bundle.load_fresh() if self.bundle.load_fresh is not None else copy.deepcopy(self._original)
+        return as_adapter(fresh)
+
+    def fresh_model(self) -> nn.Module:
+        """A new copy of the original model (eval mode)."""
+        return self.fresh_adapter().model.eval()
+
+    # --- measuring -------------------------------------------------------------------------------------------
+
+    def _generate(self, labels: int | None = None):
+        sampler = self.bundle.sampler
+        if sampler is None:
+            return None
+        if labels is None:
+            return lambda m, z: sampler.generate(m, z)
+        return lambda m, z: sampler.generate(m, z, labels=torch.full((len(z),), labels, device=z.device))  # type: ignore[call-arg]
+
+    def monitor(self, seed: int, n: int | None = None, mode: str | None = None) -> ForgetMonitor | None:
+        """Forget monitor with generator inputs fixed by ``seed`` (``None`` without sampler or classifier).
+
+        For conditional replacement it generates with the (first) forget label and counts that class.
+        """
+        sampler = self.bundle.sampler
+        if sampler is None or self.classifier is None:
+            return None
+        g = torch.Generator().manual_seed(10_000 + seed)
+        latents = sampler.draw(n or self.monitor_config.samples, g).to(self.device)
+        label = self.forget_classes[0] if self.conditional else None
+        return ForgetMonitor(
+            generate=self._generate(label),
+            classifier=self.classifier,
+            latents=latents,
+            forget_classes=self.forget_classes[:1] if self.conditional else self.forget_classes,
+            mode=mode or self.monitor_config.mode,
+            num_classes=self.bundle.num_classes,
+        )
+
+    def hat(self, objective: ObjectiveConfig) -> HatTerm:
+        """The classifier term with ``objective``'s kind, alpha and sample count."""
+        sampler = self.bundle.sampler
+        if sampler is None or self.classifier is None:
+            raise ConfigError("classifier-assisted methods need a model with a sampler and a classifier")
+
+        def generate(model: nn.Module, n: int) -> torch.Tensor:
+            return sampler.generate(model, sampler.draw(n, None).to(self.device))  # type: ignore[arg-type]
+
+        return HatTerm(
+            generate=generate,
+            classifier=self.classifier,
+            forget_classes=self.forget_classes,
+            num_classes=self.bundle.num_classes,
+            kind=objective.hat_kind,
+            alpha=objective.alpha,
+            samples=objective.hat_samples,
+        )
+
+    def replacement(self, objective: ObjectiveConfig, batch_size: int) -> LatentReplacement:
+        """The latent replacement term (built once per neighbours/reduction/batch size from the original model)."""
+        if self.bundle.replacement_likelihood is None:
+            raise ConfigError("rep needs an encoder-decoder model (a VAE with encode/decode); this model has none")
+        key = (objective.replace_neighbors, objective.loss_reduction, batch_size)
+        if key not in self._replacements:
+            self._replacements[key] = LatentReplacement.for_vae(
+                self.fresh_model(),
+                self.retain_data,
+                self.forget_data,
+                likelihood=self.bundle.replacement_likelihood,
+                neighbours=objective.replace_neighbors,
+                samples=batch_size,
+                reduction=objective.loss_reduction,
+                device=self.device,
+            )
+        return self._replacements[key]
+
+    def _real_fid(self, key: str) -> ClassifierFID:
+        if key not in self._fid:
+            if self.classifier is None:
+                raise ConfigError("FID needs a classifier (its features)")
+            examples = self.data.examples if key == "fid" else self.retain_data
+            if isinstance(examples, tuple):
+                examples = examples[0]
+            first = batch_inputs(examples[:1] if isinstance(examples, torch.Tensor) else examples[0])
+            if not isinstance(examples, torch.Tensor):
+                first = first.unsqueeze(0)
+            with torch.no_grad():
+                fn = getattr(self.classifier, "features", self.classifier)
+                width = int(fn(first.to(self.device)).reshape(1, -1).shape[1])
+            metric = ClassifierFID(self.classifier, num_features=width).to(self.device)
+            if isinstance(examples, torch.Tensor):
+                metric.update_batches(examples, real=True)
+            else:
+                loader = torch.utils.data.DataLoader(examples, batch_size=500, shuffle=False)
+                metric.update_batches((batch_inputs(b) for b in loader), real=True)
+            self._fid[key] = metric
+        return self._fid[key]
+
+    @torch.no_grad()
+    def samples(self, model: nn.Module, n: int, seed: int = 0, chunk: int = 5000) -> torch.Tensor:
+        """``n`` samples from inputs fixed by ``seed`` (eval mode)."""
+        sampler = self.bundle.sampler
+        if sampler is None:
+            raise ConfigError("this model has no sampler")
+        g = torch.Generator().manual_seed(20_000 + seed)
+        generate = self._generate(self.targets[0] if self.conditional else None)
+        with eval_mode(model):
+            return torch.cat(
+                [generate(model, sampler.draw(min(chunk, n - i), g).to(self.device)) for i in range(0, n, chunk)]
+            )
+
+    def fid(self, model: nn.Module, n: int, seed: int = 0) -> dict[str, float]:
+        """FID of ``n`` samples (eval mode) against all training examples and against the retained ones."""
+        generated = self.samples(model, n, seed)
+        out = {}
+        for key in ("fid", "fid_retain"):
+            metric = self._real_fid(key)
+            metric.reset()
+            metric.update_batches(generated, real=False)
+            out[key] = float(metric.compute())
+        return out
+
+    # --- running ---------------------------------------------------------------------------------------------
+
+    def task(self, objective: ObjectiveConfig) -> Task:
+        """The task: class unlearning with the bundle's objective, or conditional replacement."""
+        obj = _with_reduction(self.bundle.objective, objective.loss_reduction)
+        if not self.conditional:
+            return StandardTask(obj)
+        cond = getattr(obj, "conditional", None) or self.bundle.conditional_loss
+        if cond is None:
+            raise ConfigError("--replace-with needs a conditional model (its factory gives no conditional loss)")
+        return ReplacementTask(cond, list(self.forget_classes), list(self.targets))
+
+    def run(
+        self,
+        config: UnlearnConfig,
+        objective: ObjectiveConfig | None = None,
+        *,
+        monitor: ForgetMonitor | None = None,
+        extra_monitors: dict[str, ForgetMonitor] | None = None,
+        log_path: str | Path | None = None,
+        progress: bool = True,
+    ) -> tuple[nn.Module, UnlearnResult]:
+        """Unlearn with ``config`` (engine) and ``objective`` (terms) on a fresh copy of the original model.
+
+        The monitor defaults to this session's, with inputs fixed by the seed.
+        """
+        objective = (objective or ObjectiveConfig()).validate()
+        method = METHODS[config.validate().method]
+        adapter = self.fresh_adapter()
+        result = unlearn(
+            adapter,
+            self.task(objective),
+            self.retain_data,
+            self.forget_data,
+            config,
+            hat=self.hat(objective) if method.uses_classifier else None,
+            replacement=self.replacement(objective, config.batch_size) if method.uses_replacement else None,
+            monitor=monitor or self.monitor(config.seed),
+            extra_monitors=extra_monitors,
+            log_path=log_path,
+            progress=progress,
+            num_workers=self.data_config.num_workers,
+        )
+        return adapter.model.eval(), result
+
+    def check_batch(self, objective: ObjectiveConfig) -> None:
+        """Evaluate the task once on one example of each set: a model/data mismatch becomes one clear line."""
+        task = self.task(objective)
+        for name, data, fn in (
+            ("retain", self.retain_data, task.retain_loss),
+            ("forget", self.forget_data, task.forget_loss),
+        ):
+            if data_length(data) == 0:
+                continue
+            batch = _first_two(data, self.device)
+            model = self.fresh_model()
+            try:
+                with torch.no_grad():
+                    loss = fn(model, batch)
+            except (DataError, ConfigError):
+                raise
+            except Exception as exc:  # the model could not process the data
+                shape = tuple(batch_inputs(batch).shape[1:])
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DataError(
+                    f"the model cannot process the {name} data (examples of shape {shape}): {msg}"
+                ) from None
+            if loss.ndim != 0:
+                raise DataError(f"the objective returned a loss of shape {tuple(loss.shape)}, expected a scalar")
+
+
+def _first_two(data: Any, device: torch.device) -> Any:
+    from genunlearn.data.batching import to_device
+
+    if isinstance(data, torch.Tensor):
+        return data[:2].to(device)
+    if isinstance(data, tuple):
+        return tuple(t[:2].to(device) for t in data)
+    return to_device(torch.utils.data.default_collate([data[0], data[min(1, len(data) - 1)]]), device)
+
+
+def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``."""
+    cfg.validate()
+    out = Path(out)
+    if (
+        cfg.model.checkpoint is not None
+        and (out / "model.safetensors").resolve() == Path(cfg.model.checkpoint).resolve()
+    ):
+        raise ConfigError(f"{out / 'model.safetensors'}: refusing to overwrite the input checkpoint")
+    t0 = time.perf_counter()
+    session = UnlearnSession(
+        cfg.model, cfg.data, cfg.monitor, device=cfg.run.device, loss_reduction=cfg.objective.loss_reduction
+    )
+    session.check_batch(cfg.objective)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.toml", cfg.to_toml())
+    n_fid = cfg.monitor.fid_samples
+    fid_before = session.fid(session.fresh_model(), n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
+    model, result = session.run(cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress)
+    fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
+    try:
+        meta: dict[str, Any] = {"run_config": cfg.to_dict()}
+        if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
+            meta["build_options"] = model.build_options()
+        save_weights(model, out / "model.safetensors", metadata=meta)
+    except OSError as exc:
+        raise CheckpointError(f"{out / 'model.safetensors'}: cannot write ({exc})") from None
+    summary: dict[str, Any] = {
+        "method": cfg.unlearn.method,
+        "seed": cfg.unlearn.seed,
+        **result.summary(),
+        "fid_original": fid_before.get("fid"),
+        "fid_final": fid_after.get("fid"),
+        "fid_retain_original": fid_before.get("fid_retain"),
+        "fid_retain_final": fid_after.get("fid_retain"),
+        "model": session.bundle.description or cfg.model.name,
+        "forget": list(session.forget_classes),
+        "replace_with": list(session.targets),
+        "forget_set_size": int(session.split.forget.numel()),
+        "retain_set_size": int(session.split.retain.numel()),
+        "config": asdict(cfg.unlearn),
+        "objective": asdict(cfg.objective),
+        "run_config": cfg.to_dict(),
+        "command": command,
+        "wall_time_s": time.perf_counter() - t0,
+        "versions": versions(),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    return summary
