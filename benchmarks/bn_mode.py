@@ -3,7 +3,8 @@
 Usage: python benchmarks/bn_mode.py [--checkpoint VAE --classifier-checkpoint CLF] [--seeds 3] [--steps 200]
 Prints, per setting, the median (over seeds) first update below 2% and the update from which the
 fraction stays below 2% (robust monitor: 1,024 latents per seed, eval mode), and the retain-digit FID
-change (5,000 samples); appends the rows as JSON lines to --out.
+change (5,000 samples); appends the rows as JSON lines to --out, each with its monitor (classifier
+checkpoint, bn1 use) and provenance (command line, git commit, versions, machine, date).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import statistics
 
 from genunlearn.experiments.bench import first_below, stays_below
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
+from genunlearn.experiments.records import mnist_inputs
 from genunlearn.loop import UnlearnConfig
+from genunlearn.provenance import run_record
 
 
 def main() -> None:
@@ -56,6 +59,13 @@ def main() -> None:
                 "median_fid_retain_change": statistics.median(dfid),
                 "firsts": firsts,
                 "stays": stays,
+                "monitor": {
+                    "classifier_checkpoint": args.classifier_checkpoint or "bundled",
+                    "classifier_bn": bool(getattr(setup.classifier, "use_bn", False)),
+                    "samples": setup.spec.monitor_samples,
+                    "mode": setup.spec.monitor_mode,
+                },
+                "provenance": run_record(args, inputs=mnist_inputs(setup.spec)),
             }
             print(json.dumps(row), flush=True)
             with open(args.out, "a") as fh:

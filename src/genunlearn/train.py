@@ -23,6 +23,7 @@ from genunlearn.checkpoints import atomic_write, atomic_write_json, load_into, s
 from genunlearn.data import ImageDataset, load_dataset
 from genunlearn.errors import CheckpointError
 from genunlearn.models import MNISTVAE, MNISTClassifier, count_parameters, vae_loss
+from genunlearn.provenance import run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -181,6 +182,7 @@ def train(
         "history": history,
         "seconds_this_session": time.perf_counter() - t0,
         "versions": versions(),
+        "provenance": run_record(config),
     }
     save_weights(model, weights_path, metadata=_metadata(config, history, final))
     atomic_write_json(out / "record.json", record)

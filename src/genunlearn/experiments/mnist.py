@@ -19,10 +19,12 @@ from genunlearn.data import ForgetSplit, load_dataset
 from genunlearn.errors import CheckpointError, ConfigError
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.eval.monitor import ForgetMonitor
+from genunlearn.experiments.records import mnist_inputs
 from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
 from genunlearn.methods import METHODS
 from genunlearn.models import MNISTVAE, load_model
 from genunlearn.objectives import HatTerm, LatentReplacement, StandardTask, vae_objective
+from genunlearn.provenance import run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -213,6 +215,7 @@ def unlearn_to_dir(
         "spec": asdict(spec),
         "wall_time_s": time.perf_counter() - t0,
         "versions": versions(),
+        "provenance": run_record({"config": config, "spec": spec}, inputs=mnist_inputs(spec)),
     }
     atomic_write_json(out / "summary.json", summary)
     return summary
