@@ -32,11 +32,13 @@ class _Cfg:
     path: Path = Path("x/y")
 
 
-def test_run_record_has_command_config_revision_versions_machine_date():
+def test_run_record_has_command_config_revision_versions_machine_date(monkeypatch):
+    monkeypatch.setenv("GENUNLEARN_SHARED", "/data/shared")
     argv = ["/home/u/.venv/bin/genunlearn", "bench", "mnist", "--title", "two words", "--out", "r"]
     rec = run_record(_Cfg(), argv=argv, inputs={"missing": "does/not/exist.safetensors", "none": None})
     assert rec["command"]["line"] == "genunlearn bench mnist --title 'two words' --out r"
     assert rec["command"]["argv"] == argv and rec["command"]["executable"]
+    assert rec["command"]["env"]["GENUNLEARN_SHARED"] == "/data/shared"
     assert rec["config"] == {"method": "s", "forget": [1, 7], "path": "x/y"}
     assert set(rec["git"]) >= {"commit", "dirty", "branch"}
     assert rec["versions"]["torch"] and rec["versions"]["genunlearn"]

@@ -4,7 +4,8 @@ Every results writer stores :func:`run_record` next to its numbers (``"provenanc
 number can be traced to the exact command line and commit that produced it::
 
     {"command": {"line": "genunlearn bench mnist --seeds 10 --out results/mnist/bundled", "argv": [...],
-                 "executable": "/usr/bin/python3", "cwd": "/home/me/genunlearn", "cwd_in_repo": "."},
+                 "executable": "/usr/bin/python3", "cwd": "/home/me/genunlearn", "cwd_in_repo": ".",
+                 "env": {"GENUNLEARN_SHARED": "/data/shared"}},
      "config": {...},
      "git": {"commit": "32826ec...", "dirty": false, "dirty_files": [], "branch": "main"},
      "versions": {"python": "3.11.7", "torch": "2.13.0+cpu", ...},
@@ -39,6 +40,17 @@ import torch
 
 from genunlearn.runinfo import versions
 
+#: Environment variables that change what a run reads or how it computes (recorded when set).
+ENV_VARS = (
+    "GENUNLEARN_SHARED",
+    "GENUNLEARN_DATA_DIR",
+    "CUDA_VISIBLE_DEVICES",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
 #: Libraries recorded besides those of :func:`genunlearn.runinfo.versions` (when installed).
 EXTRA_PACKAGES = ("scipy", "matplotlib", "click", "tqdm", "diffusers", "peft", "pillow")
 _MAX_DIRTY_FILES = 20
@@ -257,6 +269,7 @@ def run_record(
             "executable": sys.executable,
             "cwd": str(cwd),
             "cwd_in_repo": cwd_in_repo,
+            "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
         },
         "config": jsonable(config),
         "git": git,
