@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "allocator_rss.json"))
     args = ap.parse_args()
     data = {"model": args.model, "batch": args.batch, "threads": args.threads, "settings": {}}
+    provenance = run_record(args)  # before the measurement: the code it runs
     saved = dict(os.environ)
     for name, env in SETTINGS.items():
         os.environ.clear()
@@ -47,7 +48,7 @@ def main() -> None:
         for m in args.methods.split(","):
             rss, tensor = mem["rss"][m] / 2**20, mem["tensor"][m] / 2**20
             print(f"{name:13s} {m:10s} rss {rss:7.1f} MiB  tensors {tensor:7.1f} MiB")
-    data["provenance"] = run_record(args)
+    data["provenance"] = provenance
     atomic_write_text(args.out, dumps_compact(data))
     print(f"written {args.out}")
 

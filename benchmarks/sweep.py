@@ -37,7 +37,7 @@ from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.experiments.records import mnist_inputs
 from genunlearn.experiments.sweep_summary import KEYS, write_summary
 from genunlearn.loop import UnlearnConfig
-from genunlearn.provenance import run_record
+from genunlearn.provenance import record_start, run_record
 
 
 def floats(s: str) -> list[float]:
@@ -159,6 +159,7 @@ def main() -> None:
     ap.add_argument("--classifier-checkpoint", default=None)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    record_start()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cells_path = out / "cells.jsonl"

@@ -62,7 +62,8 @@ def test_values_and_blocks_are_regenerated_and_checked(tmp_path):
         "UNO/S is <!-- v D:models.mnist-vae.ratios.uno/s :.2f -->9.99<!-- /v --> and S needs "
         "<!-- v D:rows[entry=s].x.0 - D:rows[entry=uno].x.0 :+.1f -->?<!-- /v --> more; median "
         "<!-- v D:rows[entry=uno].stats?.median :.0f -->x<!-- /v -->; memory "
-        "<!-- v 'D:models.mnist-vae.ratios[memory (tensor) uno/s]' :.1f -->1.9<!-- /v -->.\n"
+        "<!-- v 'D:models.mnist-vae.ratios[memory (tensor) uno/s]' :.1f -->1.9<!-- /v --> "
+        "<!-- v D:rows[entry=s].x.0 /2 *10 :.0f -->15<!-- /v -->.\n"
         "<!-- begin generated: models-evaluation eval.json -->\nstale\n<!-- end generated: models-evaluation -->\n"
     )
     root = _doc_root(tmp_path, body)
@@ -153,7 +154,7 @@ def _parse_genunlearn(args: list[str]) -> None:
 
 def test_results_folders_exist():
     names = {str(p.relative_to(REPO)) for p in results_folders()}
-    assert {"results/mnist/authors", "results/mnist/bundled", "benchmarks/results"} <= names
+    assert {"results/mnist/authors", "results/mnist/bundled", "results/models", "benchmarks/results"} <= names
 
 
 @pytest.mark.parametrize("folder", results_folders(), ids=lambda p: str(p.relative_to(REPO)))

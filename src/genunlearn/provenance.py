@@ -15,9 +15,10 @@ number can be traced to the exact command line and commit that produced it::
      "date": "2026-11-24T10:00:00+00:00"}
 
 The git fields describe the checkout the *imported* ``genunlearn`` package comes from (an editable install
-or ``PYTHONPATH=src``); an installed copy that is not inside a genunlearn checkout records
-``"commit": "unknown"``. ``dirty`` is true when tracked files differ from the commit (untracked files do
-not count).
+or ``PYTHONPATH=src``), as the process first saw it (:func:`record_start`; long runs call it before they
+start, so edits made while they run do not count); an installed copy that is not inside a genunlearn
+checkout records ``"commit": "unknown"``. ``dirty`` is true when tracked files differ from the commit
+(untracked files do not count).
 """
 
 from __future__ import annotations
@@ -238,6 +239,20 @@ def file_fingerprint(path: str | Path | None) -> dict[str, Any] | None:
     return {"path": str(path), "sha256": _sha256(str(p.resolve()), st.st_size, st.st_mtime_ns), "bytes": st.st_size}
 
 
+@lru_cache(maxsize=1)
+def _process_git() -> dict[str, Any]:
+    return git_info()
+
+
+def record_start() -> None:
+    """Take this process's git state now (call it before a long run starts).
+
+    The code a process runs is the code it imported, so :func:`run_record` reports the checkout's state
+    as first seen by the process (here, or at its first record), not edits made while it runs.
+    """
+    _process_git()
+
+
 def run_record(
     config: Any = None,
     *,
@@ -255,7 +270,7 @@ def run_record(
         config = vars(config)  # argparse.Namespace
     argv = list(sys.argv if argv is None else argv)
     cwd = Path.cwd()
-    git = git_info()
+    git = dict(_process_git())
     cwd_in_repo = None
     if git.get("source") and git["commit"] != "unknown":
         try:

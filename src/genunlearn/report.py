@@ -14,15 +14,16 @@ Three kinds of outputs are regenerated (and, with ``--check``, compared with wha
        <!-- end generated: step-cost-times -->
 
    The generators are listed in :data:`GENERATORS` (``genunlearn report --list``).
-3. **Quoted values** in prose: ``<!-- v SOURCE:SELECTOR [OP SOURCE:SELECTOR] [*SCALE] [:FORMAT] -->text<!-- /v -->``.
+3. **Quoted values** in prose: ``<!-- v SOURCE:SELECTOR [OP SOURCE:SELECTOR] [*K|/K] [:FORMAT] -->text<!-- /v -->``.
    ``text`` is replaced by the value the selector picks out of a JSON/JSONL/CSV file. ``SOURCE`` is a path
    relative to the repository root or an alias defined in the same file by ``<!-- source A = path -->``.
    ``SELECTOR`` is a dot path: keys (``models.mnist-vae.ratios``), list indices (``0``), filters on lists of
    objects (``rows[entry=uno]``, ``[method=s,bn_mode=eval]``), ``[literal key]`` for keys with dots or
    spaces (quote the whole token for spaces); a key ending in ``?`` may be missing, and then the value reads
    ``pending rerun`` (for statistics that older results files do not have). ``OP`` is ``-`` or ``/``
-   between two values; ``*SCALE`` multiplies; ``FORMAT`` is a Python format spec (``:.1f``, ``:+.2f``,
-   ``:.1%``). Lists are formatted element-wise and joined by ", "; ``None`` reads "—" and infinity "never".
+   between two values; ``*K`` multiplies and ``/K`` divides by a number; ``FORMAT`` is a Python format spec
+   (``:.1f``, ``:+.2f``, ``:.1%``). Lists are formatted element-wise and joined by ", "; ``None`` reads "—"
+   and infinity "never".
 
 ``genunlearn report`` rewrites what differs; ``genunlearn report --check`` writes nothing, prints the first
 difference and exits with status 1 (the test suite runs it over the repository).
@@ -242,12 +243,16 @@ class _Values:
         if not tokens:
             raise ReportError("empty value spec")
         fmt, scale = "", None
-        while tokens and (tokens[-1].startswith(":") or tokens[-1].startswith("*")):
+        while tokens and (tokens[-1][:1] in (":", "*") or (tokens[-1][:1] == "/" and len(tokens[-1]) > 1)):
             tok = tokens.pop()
-            if tok.startswith(":"):
-                fmt = tok[1:]
-            else:
-                scale = float(tok[1:])
+            try:
+                if tok.startswith(":"):
+                    fmt = tok[1:]
+                else:
+                    k = float(tok[1:])
+                    scale = (scale or 1.0) * (k if tok[0] == "*" else 1 / k)
+            except ValueError:
+                raise ReportError(f"value spec {spec!r}: bad scale {tok!r}") from None
         try:
             if len(tokens) == 1:
                 value = self._operand(tokens[0])
@@ -427,7 +432,9 @@ def _gen_sweep_by(root: Path, args: list[str]) -> str:
         groups.setdefault((r["method"], r["forget"]), []).append(r)
     seeds = sorted({r["seeds"] for r in rows})
 
-    def g(v: float) -> str:
+    def g(v: Any) -> str:
+        if isinstance(v, str):
+            return v
         return "never" if math.isinf(v) else f"{v:g}"
 
     out = [
@@ -441,7 +448,7 @@ def _gen_sweep_by(root: Path, args: list[str]) -> str:
         peaks = j(f"{100 * r['median_max_after_first']:.1f}%" for r in rs)
         fids = j(f"{r['median_fid_retain_delta']:+.2f} ({r['max_fid_retain_delta']:+.2f})" for r in rs)
         out.append(
-            f"| {method} | {digit} | {j(f'{r[x]:g}' for r in rs)} | {j(g(r['median_first_below']) for r in rs)} "
+            f"| {method} | {digit} | {j(g(r[x]) for r in rs)} | {j(g(r['median_first_below']) for r in rs)} "
             f"| {j(str(r['reached']) for r in rs)} | {j(str(r['held']) for r in rs)} | {peaks} | {fids} |"
         )
     out += [

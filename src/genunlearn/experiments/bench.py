@@ -35,7 +35,7 @@ from genunlearn.experiments.records import (
 )
 from genunlearn.loop import UnlearnConfig
 from genunlearn.models import load_model
-from genunlearn.provenance import run_record, summarise_provenance
+from genunlearn.provenance import record_start, run_record, summarise_provenance
 from genunlearn.runinfo import versions
 
 
@@ -325,6 +325,7 @@ def run_bench(
     bad = [k for k in chosen if k not in known]
     if bad:
         raise ConfigError(f"unknown bench entries {bad}; choose from {', '.join(known)}")
+    record_start()
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
