@@ -166,3 +166,17 @@ def test_event_stats_median_counts_never_as_latest():
     st = event_stats([4, None, 2, 8])
     assert st["median"] == 6 and st["reached"] == 3
     assert event_stats([])["median"] is None
+
+
+def test_git_state_is_taken_once_per_process(monkeypatch):
+    import genunlearn.provenance as prov
+
+    calls = []
+    monkeypatch.setattr(prov, "git_info", lambda: calls.append(1) or {"commit": "c", "dirty": len(calls) > 1})
+    prov._process_git.cache_clear()
+    try:
+        prov.record_start()
+        first = run_record()["git"]
+        assert run_record()["git"] == first == {"commit": "c", "dirty": False} and len(calls) == 1
+    finally:
+        prov._process_git.cache_clear()

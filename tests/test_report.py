@@ -65,6 +65,8 @@ def test_values_and_blocks_are_regenerated_and_checked(tmp_path):
         "<!-- v 'D:models.mnist-vae.ratios[memory (tensor) uno/s]' :.1f -->1.9<!-- /v --> "
         "<!-- v D:rows[entry=s].x.0 /2 *10 :.0f -->15<!-- /v -->.\n"
         "<!-- begin generated: models-evaluation eval.json -->\nstale\n<!-- end generated: models-evaluation -->\n"
+        "An example, not a marker: `<!-- v D:nothing.here -->x<!-- /v -->`, and\n"
+        "```\n<!-- begin generated: nope -->\n<!-- end generated: nope -->\n```\n"
     )
     root = _doc_root(tmp_path, body)
     (root / "eval.json").write_text(
@@ -112,6 +114,32 @@ def test_every_committed_table_and_quoted_number_matches_its_data():
     """The acceptance check: table.md/csv, summary.md/csv, generated blocks and quoted values agree with the data."""
     diffs = run_report(REPO, check=True)
     assert not diffs, "\n".join(map(str, diffs[:3]))
+
+
+DOCS_WITH_RESULTS = [str(p.relative_to(REPO)) for p in sorted((REPO / "results").rglob("README.md"))] + [
+    "benchmarks/NOTES.md",
+    "docs/findings.md",
+]
+
+
+def _strip_markers(line: str) -> str:
+    import re
+
+    line = re.sub(r"<!-- v .*? -->.*?<!-- /v -->", "", line)
+    return re.sub(r"`[^`]*`", "", line)
+
+
+@pytest.mark.parametrize("doc", DOCS_WITH_RESULTS)
+def test_tables_with_numbers_are_generated(doc):
+    """Every markdown table row with a number lies in a generated block (or one marked as not data)."""
+    inside = None
+    for i, line in enumerate((REPO / doc).read_text().splitlines(), 1):
+        if line.startswith("<!-- begin generated:") or line.startswith("<!-- begin not generated:"):
+            inside = line
+        elif line.startswith("<!-- end generated:") or line.startswith("<!-- end not generated"):
+            inside = None
+        elif line.startswith("|") and inside is None and any(ch.isdigit() for ch in _strip_markers(line)):
+            pytest.fail(f"{doc}:{i}: a table row with numbers outside a generated block: {line[:100]}")
 
 
 # --- every results folder says how to reproduce it -------------------------------------------------------------

@@ -43,6 +43,7 @@ from genunlearn.runinfo import versions
 
 #: Environment variables that change what a run reads or how it computes (recorded when set).
 ENV_VARS = (
+    "PYTHONPATH",
     "GENUNLEARN_SHARED",
     "GENUNLEARN_DATA_DIR",
     "CUDA_VISIBLE_DEVICES",

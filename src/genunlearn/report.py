@@ -409,8 +409,8 @@ def _gen_bench_robust(root: Path, args: list[str]) -> str:
     out += [
         "",
         f"Mean over the seeds that reached (of {n}), K = {res['settings']['steps']}; robust monitor "
-        f"({res['settings']['robust_monitor_samples']} latents per seed, eval mode). ¹ over all seeds, never counting "
-        f"as later than any; range over the seeds that reached. ² seeds that stayed below for the "
+        f"({res['settings']['robust_monitor_samples']:,} latents per seed, eval mode). ¹ over all seeds, never "
+        f"counting as later than any; range over the seeds that reached. ² seeds that stayed below for the "
         f"{res['settings']['hold']} updates after first getting there. Data: `{args[0]}`.",
         "",
     ]
@@ -699,7 +699,7 @@ def _derived(path: Path) -> list[Output]:
     return []
 
 
-_SKIP_DIRS = {"__pycache__", "node_modules", "build", "dist", "runs", "site-packages"}
+_SKIP_DIRS = {"__pycache__", "node_modules", "build", "dist", "runs", "site-packages", "venv"}
 
 
 def _walk(root: Path) -> Iterable[Path]:
@@ -711,9 +711,30 @@ def _walk(root: Path) -> Iterable[Path]:
             yield Path(dirpath) / f
 
 
+_CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)
+
+
+def _mask_code(text: str) -> tuple[str, list[str]]:
+    """Replace code spans and fenced blocks (examples of markers, not markers) by placeholders, keeping lines."""
+    spans: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        spans.append(m.group(0))
+        return f"\x00{len(spans) - 1}" + "\x01\n" * m.group(0).count("\n") + "\x00"
+
+    return _CODE.sub(sub, text), spans
+
+
+def _unmask_code(text: str, spans: list[str]) -> str:
+    return re.sub(r"\x00(\d+)(?:\x01\n)*\x00", lambda m: spans[int(m.group(1))], text)
+
+
 def render_document(path: Path, root: Path) -> str:
-    """The markdown file ``path`` with its generated blocks and quoted values regenerated."""
-    text = path.read_text()
+    """The markdown file ``path`` with its generated blocks and quoted values regenerated.
+
+    Markers inside code spans and fenced code blocks are examples, not markers: they are left alone.
+    """
+    text, code = _mask_code(path.read_text())
     aliases = {m["alias"]: m["path"] for m in _SOURCE.finditer(text)}
     values = _Values(root, aliases)
 
@@ -742,7 +763,7 @@ def render_document(path: Path, root: Path) -> str:
             raise ReportError(f"{path}:{line}: {exc}") from None
 
     text = _BLOCK.sub(block, text)
-    return _VALUE.sub(value, text)
+    return _unmask_code(_VALUE.sub(value, text), code)
 
 
 def has_markers(text: str) -> bool:
