@@ -46,7 +46,7 @@ def test_format_value():
     assert format_value(0.0131, ".1f", 1e3) == "13.1"
     assert format_value([6, 3, 4], ".0f") == "6, 3, 4"
     assert format_value(float("inf"), ".0f") == "never"
-    assert format_value(None, ".1f") == "—"
+    assert format_value(None, ".1f") == "—" and format_value([3, None], "g", none="never") == "3, never"
     assert format_value(1.04, "+.2f") == "+1.04"
 
 

@@ -22,8 +22,9 @@ Three kinds of outputs are regenerated (and, with ``--check``, compared with wha
    spaces (quote the whole token for spaces); a key ending in ``?`` may be missing, and then the value reads
    ``pending rerun`` (for statistics that older results files do not have). ``OP`` is ``-`` or ``/``
    between two values; ``*K`` multiplies and ``/K`` divides by a number; ``FORMAT`` is a Python format spec
-   (``:.1f``, ``:+.2f``, ``:.1%``). Lists are formatted element-wise and joined by ", "; ``None`` reads "—"
-   and infinity "never".
+   (``:.1f``, ``:+.2f``, ``:.1%``); ``none=TEXT`` says how ``None`` reads (default "—"; in bench
+   statistics ``None`` means the threshold was never reached). Lists are formatted element-wise and joined
+   by ", "; infinity reads "never".
 
 ``genunlearn report`` rewrites what differs; ``genunlearn report --check`` writes nothing, prints the first
 difference and exits with status 1 (the test suite runs it over the repository).
@@ -187,12 +188,12 @@ def select(data: Any, selector: str) -> Any:
     return cur
 
 
-def format_value(value: Any, spec: str = "", scale: float | None = None) -> str:
-    """Format a number (or a list of numbers) for prose."""
+def format_value(value: Any, spec: str = "", scale: float | None = None, none: str = "—") -> str:
+    """Format a number (or a list of numbers) for prose; ``None`` reads ``none``, infinity "never"."""
     if isinstance(value, list | tuple):
-        return ", ".join(format_value(v, spec, scale) for v in value)
+        return ", ".join(format_value(v, spec, scale, none) for v in value)
     if value is None:
-        return "—"
+        return none
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | float):
@@ -242,11 +243,17 @@ class _Values:
             raise ReportError(f"value spec {spec!r}: {exc}") from None
         if not tokens:
             raise ReportError("empty value spec")
-        fmt, scale = "", None
-        while tokens and (tokens[-1][:1] in (":", "*") or (tokens[-1][:1] == "/" and len(tokens[-1]) > 1)):
+        fmt, scale, none = "", None, "—"
+        while tokens and (
+            tokens[-1][:1] in (":", "*")
+            or tokens[-1].startswith("none=")
+            or (tokens[-1][:1] == "/" and len(tokens[-1]) > 1)
+        ):
             tok = tokens.pop()
             try:
-                if tok.startswith(":"):
+                if tok.startswith("none="):
+                    none = tok[5:]
+                elif tok.startswith(":"):
                     fmt = tok[1:]
                 else:
                     k = float(tok[1:])
@@ -264,7 +271,7 @@ class _Values:
         except _Pending:
             return PENDING
         try:
-            return format_value(value, fmt, scale)
+            return format_value(value, fmt, scale, none)
         except (TypeError, ValueError) as exc:
             raise ReportError(f"value spec {spec!r}: cannot format {value!r} with {fmt!r}: {exc}") from None
 
@@ -312,7 +319,7 @@ def _gen_models(root: Path, args: list[str]) -> str:
 _PUBLISHED_AS = {"uno-published": "uno", "uno-s-published": "uno-s", "h-published": "h"}
 
 
-def _median_range(stats: Mapping[str, Any] | None, key: str, spec: str = ".0f") -> str:
+def _median_range(stats: Mapping[str, Any] | None, key: str, spec: str = "g") -> str:
     if stats is None:
         return PENDING
     st = stats[key]
