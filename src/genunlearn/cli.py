@@ -374,9 +374,11 @@ def bench_mnist(
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--check", is_flag=True, help="Write nothing; print the first difference and exit with status 1.")
-@click.option("--root", type=click.Path(file_okay=False), default=".", show_default=True, help="Repository root.")
+@click.option(
+    "--root", type=click.Path(file_okay=False), default=None, help="Repository root (default: found above the cwd)."
+)
 @click.option("--list", "list_generators", is_flag=True, help="List the generators of marked blocks and exit.")
-def report(paths: tuple[str, ...], check: bool, root: str, list_generators: bool) -> None:
+def report(paths: tuple[str, ...], check: bool, root: str | None, list_generators: bool) -> None:
     """Regenerate committed tables and quoted numbers from committed data (see genunlearn.report).
 
     \b

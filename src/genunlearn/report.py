@@ -832,10 +832,19 @@ def first_difference(path: Path, expected: str) -> Difference | None:
     return Difference(path, len(a), "(trailing newline differs)", "")
 
 
-def run_report(root: str | Path = ".", paths: Sequence[str | Path] = (), check: bool = False) -> list[Difference]:
-    """Regenerate (or with ``check``, only compare) every output; returns the differences found."""
+def find_root(start: str | Path = ".") -> Path:
+    """The nearest directory at or above ``start`` with a ``pyproject.toml`` (the repository root), else ``start``."""
+    start = Path(start).resolve()
+    return next((d for d in (start, *start.parents) if (d / "pyproject.toml").is_file()), start)
+
+
+def run_report(
+    root: str | Path | None = None, paths: Sequence[str | Path] = (), check: bool = False
+) -> list[Difference]:
+    """Regenerate (or with ``check``, only compare) every output under ``root`` (default: the repository
+    root above the working directory); returns the differences found."""
     diffs = []
-    for out in collect(root, paths):
+    for out in collect(find_root() if root is None else root, paths):
         d = first_difference(out.path, out.text)
         if d is None:
             continue
@@ -854,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m genunlearn.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="*")
     ap.add_argument("--check", action="store_true")
-    ap.add_argument("--root", default=".")
+    ap.add_argument("--root", default=None, help="repository root (default: found above the working directory)")
     args = ap.parse_args(argv)
     try:
         diffs = run_report(args.root, args.paths, check=args.check)
