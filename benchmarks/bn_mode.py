@@ -9,7 +9,8 @@ Usage: python benchmarks/bn_mode.py [--checkpoint VAE --classifier-checkpoint CL
 Prints, per setting, the median (over seeds) first update below 2% and the update from which the
 fraction stays below 2% (robust monitor: 1,024 latents per seed, eval mode), the retain-digit FID
 change (5,000 samples) and, with ``--independent-classifier``, the final forget fraction by that second
-classifier; appends the rows as JSON lines to --out.
+classifier; appends the rows as JSON lines to --out, each with its monitor (classifier checkpoint,
+bn1 use) and provenance (command line, git commit, versions, machine, date).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from dataclasses import replace
 
 from genunlearn.experiments.bench import first_below, stays_below
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
+from genunlearn.experiments.records import mnist_inputs
 from genunlearn.loop import UnlearnConfig
 from genunlearn.models import load_model
+from genunlearn.provenance import run_record
 
 
 def main() -> None:
@@ -78,7 +81,13 @@ def main() -> None:
                 "final_forget_fraction": finals,
                 "final_forget_fraction_independent": finals2 or None,
                 "independent_classifier": args.independent_classifier,
-                "classifier": args.classifier_checkpoint or "bundled",
+                "monitor": {
+                    "classifier_checkpoint": args.classifier_checkpoint or "bundled",
+                    "classifier_bn": bool(getattr(setup.classifier, "use_bn", False)),
+                    "samples": setup.spec.monitor_samples,
+                    "mode": setup.spec.monitor_mode,
+                },
+                "provenance": run_record(args, inputs=mnist_inputs(setup.spec)),
             }
             print(json.dumps(row), flush=True)
             with open(args.out, "a") as fh:

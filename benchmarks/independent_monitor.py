@@ -3,11 +3,15 @@
 Classifier-assisted methods (H, S^, UNO^, UNO^-S^) optimise against the same classifier that monitors
 them, so they can "forget" by producing samples that merely fool it. This script decodes 1,024 latents
 (fixed, eval mode) with each seed-0 model of a ``genunlearn bench mnist`` output and counts the forget
-digit with a *different* classifier.
+digit with a *different* classifier. It writes ``independent_monitor.json`` (values, classifier file with
+its sha256, provenance) and ``independent_monitor.md`` (rendered by ``genunlearn.report``, which also
+regenerates it from the JSON) into the bench folder.
 
 Usage:
     python benchmarks/independent_monitor.py results/mnist/bundled \
         ../shared/anchors/uno-paper-mnist/classifier.safetensors
+    python benchmarks/independent_monitor.py results/mnist/authors \
+        src/genunlearn/models/weights/mnist-classifier.safetensors bn
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ from pathlib import Path
 
 import torch
 
+from genunlearn.checkpoints import atomic_write_text
 from genunlearn.eval.monitor import ForgetMonitor
+from genunlearn.experiments.records import dumps_compact
 from genunlearn.models import load_model
+from genunlearn.provenance import run_record
+from genunlearn.report import render_independent_monitor
 
 
 def main(bench_dir: str, classifier: str, use_bn: bool = False) -> None:
@@ -34,26 +42,39 @@ def main(bench_dir: str, classifier: str, use_bn: bool = False) -> None:
         forget_classes=forget,
         mode="eval",
     )
-    rows = [("original", mon.measure(load_model("mnist-vae", results["spec"]["checkpoint"])).fraction, None)]
+    rows = [
+        {
+            "entry": "original",
+            "independent": mon.measure(load_model("mnist-vae", results["spec"]["checkpoint"])).fraction,
+            "own": None,
+        }
+    ]
     for r in results["rows"]:
         path = bench / "runs" / r["entry"] / "seed0.safetensors"
         if path.is_file():
             own = json.loads((bench / "runs" / r["entry"] / "seed0.json").read_text())
             rows.append(
-                (r["entry"], mon.measure(load_model("mnist-vae", path)).fraction, own["forget_fraction_final_robust"])
+                {
+                    "entry": r["entry"],
+                    "independent": mon.measure(load_model("mnist-vae", path)).fraction,
+                    "own": own["forget_fraction_final_robust"],
+                }
             )
-    lines = [
-        "| entry (seed 0, after K updates) | forget fraction, independent classifier | forget fraction, "
-        "bench's own classifier |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {e} | {f:.3f} | {'—' if o is None else f'{o:.3f}'} |" for e, f, o in rows]
-    text = "\n".join(lines)
+    data = {
+        "classifier": classifier,
+        "use_bn": use_bn,
+        "latents": 1024,
+        "latents_seed": 10_000,
+        "rows": rows,
+        "provenance": run_record(
+            {"bench_dir": bench_dir, "classifier": classifier, "use_bn": use_bn},
+            inputs={"classifier": classifier, "vae": results["spec"]["checkpoint"]},
+        ),
+    }
+    atomic_write_text(bench / "independent_monitor.json", dumps_compact(data))
+    text = render_independent_monitor(data)
+    atomic_write_text(bench / "independent_monitor.md", text)
     print(text)
-    (bench / "independent_monitor.md").write_text(
-        f"Independent classifier: {classifier} (bn1 {'applied' if use_bn else 'skipped'}); 1,024 latents, "
-        "eval mode.\n\n" + text + "\n"
-    )
 
 
 if __name__ == "__main__":

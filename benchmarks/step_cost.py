@@ -7,7 +7,9 @@ slow drifts of the machine affect all methods alike. Ratios are computed from me
 same run. Peak memory of a step is measured in a fresh subprocess per method, two ways: live tensors
 (CPU: the profiler's memory timeline; CUDA: torch.cuda.max_memory_allocated) and, on CPU, the growth of
 the resident set (what the process costs, allocator caching included). Results go to
-benchmarks/results/step_cost.json (or --out).
+benchmarks/results/step_cost.json (or --out), with their provenance (command line, options, git commit,
+versions, machine, date: ``genunlearn.provenance``); benchmarks/NOTES.md's tables are generated from it by
+``genunlearn report``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch.nn import functional as F
 from genunlearn.methods import METHODS, MethodParams, StepContext, get_method
 from genunlearn.models import load_model, vae_loss
 from genunlearn.objectives import HatTerm, LatentReplacement
+from genunlearn.provenance import run_record
 from genunlearn.runinfo import versions
 
 
@@ -302,6 +305,7 @@ def main() -> None:
         "repeats": args.repeats,
         "cpu": platform.processor() or platform.machine(),
         "versions": versions(),
+        "provenance": run_record(vars(args)),
         "models": {},
     }
     if device.type == "cuda":

@@ -12,16 +12,17 @@ per seed, eval mode) and records the first update below the threshold, the updat
 below, whether it stays below for the ``--hold`` updates after the first time (no rebound; undecided if
 the run is shorter), the final and minimum forget fraction, and the retain-digit FID after the run. It writes
 cells.jsonl, summary.csv (median over seeds per setting) and heatmaps (updates to unlearn, and FID change,
-over learning rate x beta_o for each method / reduction / optimizer / digit).
+over learning rate x beta_o for each method / reduction / optimizer / digit). Every cell also records its
+monitor (classifier checkpoint and bn1 use, latents, mode), the ``--hold`` window, the FID sample count and
+its provenance (command line, config, git commit, versions, machine, date: ``genunlearn.provenance``).
+The summaries are regenerated from cells.jsonl by ``genunlearn report``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
-import statistics
 from pathlib import Path
 
 import matplotlib
@@ -33,8 +34,11 @@ from tqdm.auto import tqdm
 
 from genunlearn.experiments.bench import first_below, held_below, stays_below
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
+from genunlearn.experiments.records import mnist_inputs
+from genunlearn.experiments.sweep_summary import KEYS, write_summary
 from genunlearn.loop import UnlearnConfig
 from genunlearn.objectives import ObjectiveConfig
+from genunlearn.provenance import record_start, run_record
 
 
 def floats(s: str) -> list[float]:
@@ -43,21 +47,6 @@ def floats(s: str) -> list[float]:
 
 def key_of(cell: dict) -> str:
     return json.dumps({k: cell[k] for k in sorted(cell) if k in KEYS}, sort_keys=True)
-
-
-KEYS = (
-    "method",
-    "beta_o",
-    "ascent_weight",
-    "beta_r",
-    "lr",
-    "optimizer",
-    "loss_reduction",
-    "forget",
-    "seed",
-    "steps",
-    "checkpoint",
-)
 
 
 def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: float, hold: int) -> dict:
@@ -88,56 +77,25 @@ def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: floa
         "fid_retain_delta": fid - fid_original,
         "time_per_step_s": res.time_per_step_s,
         "curve": ff,
+        "hold": hold,
+        "fid_samples": fid_samples,
+        "monitor": {
+            "classifier_checkpoint": setup.spec.classifier_checkpoint or "bundled",
+            "classifier_bn": bool(getattr(setup.classifier, "use_bn", False)),
+            "samples": setup.spec.monitor_samples,
+            "mode": setup.spec.monitor_mode,
+            "latents_seed": 10_000 + cell["seed"],
+        },
+        "provenance": run_record(
+            {"cell": cell, "unlearn_config": cfg, "spec": setup.spec, "fid_samples": fid_samples, "hold": hold},
+            inputs=mnist_inputs(setup.spec),
+        ),
     }
 
 
 def summarise(cells: list[dict], out: Path, hold: int) -> list[dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for c in cells:
-        groups.setdefault(tuple(c[k] for k in KEYS if k != "seed"), []).append(c)
-    rows = []
-    for k, cs in groups.items():
-        ups = [c["first_below"] if c["first_below"] is not None else np.inf for c in cs]
-        stay = [c["stays_below"] if c["stays_below"] is not None else np.inf for c in cs]
-        rows.append(
-            {
-                **dict(zip([k for k in KEYS if k != "seed"], k, strict=True)),
-                "seeds": len(cs),
-                "median_first_below": float(np.median(ups)),
-                "median_stays_below": float(np.median(stay)),
-                "reached": sum(np.isfinite(ups)),
-                "stayed": sum(np.isfinite(stay)),
-                "held": sum(bool(c.get("held")) for c in cs),
-                "median_ff_final": statistics.median(c["ff_final"] for c in cs),
-                "median_fid_retain_delta": statistics.median(c["fid_retain_delta"] for c in cs),
-                "max_fid_retain_delta": max(c["fid_retain_delta"] for c in cs),
-                "median_max_after_first": statistics.median(
-                    max(c["curve"][c["first_below"] : c["first_below"] + hold + 1])
-                    if c["first_below"] is not None
-                    else 1.0
-                    for c in cs
-                ),
-            }
-        )
-    with open(out / "summary.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    lines = [
-        "| method | beta_o | ascent_weight | beta_r | lr | optimizer | reduction | digit | seeds | median updates "
-        f"to < 2% | reached | held {hold} updates | median max. in those {hold} | median retain-FID change "
-        "| max. change |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['beta_o']:g} | {r['ascent_weight']:g} | {r['beta_r']:g} | {r['lr']:g} "
-            f"| {r['optimizer']} | {r['loss_reduction']} | {r['forget']} | {r['seeds']} "
-            f"| {r['median_first_below']:g} | {r['reached']} | {r['held']} | {100 * r['median_max_after_first']:.1f}% "
-            f"| {r['median_fid_retain_delta']:+.2f} | {r['max_fid_retain_delta']:+.2f} |"
-        )
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return rows
+    """Write summary.csv and summary.md (``genunlearn.experiments.sweep_summary``); returns the rows."""
+    return write_summary(cells, out, hold)
 
 
 def heatmaps(rows: list[dict], out: Path, steps: int, x: str = "beta_o") -> None:
@@ -201,6 +159,7 @@ def main() -> None:
     ap.add_argument("--classifier-checkpoint", default=None)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    record_start()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cells_path = out / "cells.jsonl"
@@ -223,6 +182,7 @@ def main() -> None:
             [int(s) for s in args.seeds.split(",")],
             [args.steps],
             [args.checkpoint],
+            [args.classifier_checkpoint],
         )
     ]
     setups: dict[int, MnistSetup] = {}
@@ -238,7 +198,11 @@ def main() -> None:
                         forget=(d,), checkpoint=args.checkpoint, classifier_checkpoint=args.classifier_checkpoint
                     )
                 )
-                fid0[d] = setups[d].fid(setups[d].fresh_model(), args.fid_samples, 0)["fid_retain"]
+                fid0[d] = (
+                    setups[d].fid(setups[d].fresh_model(), args.fid_samples, 0)["fid_retain"]
+                    if args.fid_samples
+                    else float("nan")
+                )
             done[k] = run_cell(setups[d], cell, args.fid_samples, fid0[d], args.hold)
             with open(cells_path, "a") as fh:
                 fh.write(json.dumps(done[k]) + "\n")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
 from genunlearn.experiments.bench import BenchSettings, aggregate, first_below, held_below, stays_below
+from genunlearn.experiments.records import read_seed_record
+from genunlearn.report import run_report
 from tests.test_cli import run
 
 
@@ -58,6 +61,11 @@ def test_aggregate_means_over_reaching_seeds_and_fidelity():
     assert row["time_to_unlearn_ref_s"][0] == pytest.approx(0.2)
     assert row["fid"][0] == pytest.approx(6.0)
     assert row["fidelity"] is True  # 6.0 <= 5.0 + 1.5
+    st = row["stats"]["updates_to_unlearn_ref"]  # the per-seed statistics prose may quote
+    assert st["per_seed"] == [10, 20, None] and st["reached"] == 2
+    assert st["median"] == 20 and st["median_reached"] == 15 and (st["min"], st["max"]) == (10, 20)
+    assert row["stats"]["held_robust"] == {"per_seed": [True, False, None], "held": 1}
+    assert row["stats"]["fid_final"]["median"] == 6.0
     (row,) = aggregate(recs, {"fid": 4.0, "fid_retain": 4.0}, BenchSettings(fidelity_margin=1.5))
     assert row["fidelity"] is False
 
@@ -81,8 +89,17 @@ def test_quick_bench_end_to_end_and_resume(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert [r["entry"] for r in results["rows"]] == ["a", "s", "uno"]
     assert all(r["seeds"] == 2 for r in results["rows"])
-    rec = json.loads((out / "runs" / "uno" / "seed1.json").read_text())
+    rec = read_seed_record(out / "runs" / "uno" / "seed1.json")
     assert len(rec["curve"]["forget_fraction_robust"]) == 13  # initial + 12 updates
+    raw = json.loads((out / "runs" / "uno" / "seed1.json").read_text())  # compact on disk, with provenance
+    assert raw["curve"]["forget_fraction_robust"]["n"] == 256
+    assert [k / 256 for k in raw["curve"]["forget_fraction_robust"]["counts"]] == rec["curve"]["forget_fraction_robust"]
+    assert raw["provenance"]["command"]["line"] == shlex.join(["genunlearn", *argv])
+    stats = results["rows"][0]["stats"]
+    assert stats["seeds"] == [0, 1] and len(stats["updates_to_unlearn_robust"]["per_seed"]) == 2
+    assert results["provenance"]["config"]["entries"] == ["s", "uno", "a"]
+    assert results["run_provenance"]["runs"] == 6 and results["run_provenance"]["without_provenance"] == 0
+    assert run_report(out, check=True) == []  # table.md / table.csv regenerate from results.json
     assert "Gradient surgery (S)" in stdout
     stamp = (out / "runs" / "uno" / "seed1.json").stat().st_mtime_ns
     assert run(argv, capsys)[0] == 0  # resumed: finished seeds are not recomputed

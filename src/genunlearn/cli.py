@@ -42,17 +42,29 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--evaluate", is_flag=True, help="Also measure test ELBO / accuracy of bundled and authors' weights.")
-def models(evaluate: bool) -> None:
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --evaluate: write evaluation.json (with provenance) and evaluation.md here.",
+)
+def models(evaluate: bool, out: str | None) -> None:
     """List the registered models (and optionally evaluate their weights)."""
     from genunlearn.models.registry import MODELS
 
     for spec in MODELS.values():
         click.echo(f"{spec.name:18s} {spec.kind:10s} {spec.description}")
+    if out is not None and not evaluate:
+        raise click.UsageError("--out needs --evaluate")
     if evaluate:
-        from genunlearn.experiments.model_eval import evaluate_all
+        from genunlearn.experiments.model_eval import evaluate_models, render_evaluation, write_evaluation
 
+        rows = evaluate_models()
         click.echo("")
-        click.echo(evaluate_all())
+        click.echo(render_evaluation(rows))
+        if out is not None:
+            write_evaluation(out, rows)
+            click.echo(f"written {Path(out) / 'evaluation.json'} and evaluation.md")
 
 
 @cli.command()
@@ -257,6 +269,41 @@ def bench_mnist(
     default_title = f"MNIST, forget digit {forget}" if dataset == "mnist" else f"{dataset}, forget class {forget}"
     result = run_bench(out, spec=spec, settings=settings, entries=entries, title=title or default_title)
     click.echo(result["table"])
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--check", is_flag=True, help="Write nothing; print the first difference and exit with status 1.")
+@click.option(
+    "--root", type=click.Path(file_okay=False), default=None, help="Repository root (default: found above the cwd)."
+)
+@click.option("--list", "list_generators", is_flag=True, help="List the generators of marked blocks and exit.")
+def report(paths: tuple[str, ...], check: bool, root: str | None, list_generators: bool) -> None:
+    """Regenerate committed tables and quoted numbers from committed data (see genunlearn.report).
+
+    \b
+    genunlearn report            # rewrite every table.md, summary.md, generated block and quoted value
+    genunlearn report --check    # the test suite's check: exit 1 at the first mismatch
+    genunlearn report results/mnist/README.md
+    """
+    from genunlearn.report import GENERATORS, run_report
+
+    if list_generators:
+        for name, (_, usage) in sorted(GENERATORS.items()):
+            click.echo(f"{name:20s} {usage}")
+        return
+    diffs = run_report(root, paths, check=check)
+    if check:
+        if diffs:
+            click.echo(str(diffs[0]), err=True)
+            click.echo(f"{len(diffs)} file(s) differ from their data", err=True)
+            sys.exit(1)
+        click.echo("every generated file, block and quoted value matches its data")
+        return
+    for d in diffs:
+        click.echo(f"updated {d.path}")
+    if not diffs:
+        click.echo("nothing to update")
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from genunlearn.checkpoints import atomic_write, atomic_write_json, load_into, s
 from genunlearn.data import ImageDataset, load_dataset
 from genunlearn.errors import CheckpointError
 from genunlearn.models import MNISTVAE, MNISTClassifier, count_parameters, vae_loss
+from genunlearn.provenance import record_start, run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -103,6 +104,7 @@ def train(
     With ``resume`` a run found in ``out`` (same config) continues from its last finished epoch;
     ``stop_after`` ends this call after that many epochs (the run can be resumed later).
     """
+    record_start()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -182,6 +184,7 @@ def train(
         "history": history,
         "seconds_this_session": time.perf_counter() - t0,
         "versions": versions(),
+        "provenance": run_record(config),
     }
     save_weights(model, weights_path, metadata=_metadata(config, history, final, build))
     atomic_write_json(out / "record.json", record)

@@ -6,12 +6,14 @@ fraction first drops below the threshold and when it stays below. Two monitors a
 - ``ref``: the reference code's setting — 128 latents fixed per run, generator in train mode;
 - ``robust``: 1,024 latents fixed per seed, generator in eval mode.
 
-A finished (entry, seed) is stored as ``runs/<entry>/seed<k>.json`` and never recomputed.
+A finished (entry, seed) is stored as ``runs/<entry>/seed<k>.json`` (curves in the compact, exact encoding of
+:mod:`genunlearn.experiments.records`, with the run's provenance) and never recomputed. ``results.json``
+records the provenance of the session that wrote it and of the per-seed runs, and per entry the medians,
+ranges and per-seed values of every measured quantity (``stats``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -21,11 +23,19 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from genunlearn.checkpoints import atomic_write_csv, atomic_write_json, atomic_write_text, load_into, save_weights
+from genunlearn.checkpoints import atomic_write_csv, atomic_write_text, load_into, save_weights
 from genunlearn.errors import ConfigError
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
+from genunlearn.experiments.records import (
+    dumps_compact,
+    mnist_inputs,
+    read_seed_record,
+    seed_stats,
+    write_seed_record,
+)
 from genunlearn.loop import UnlearnConfig
 from genunlearn.objectives import ObjectiveConfig
+from genunlearn.provenance import record_start, run_record, summarise_provenance
 from genunlearn.runinfo import versions
 
 
@@ -194,6 +204,9 @@ def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -
         "curve": {"forget_fraction_robust": ff_robust, "forget_fraction_ref": ff_ref, "compute_time_s": times},
         "config": asdict(cfg),
         "objective": asdict(objective),
+        "provenance": run_record(
+            {"entry": entry.key, "settings": asdict(s), "spec": asdict(setup.spec)}, inputs=mnist_inputs(setup.spec)
+        ),
     }
     return record, model
 
@@ -244,6 +257,9 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], s: Bench
         row["time_per_phase_s"] = {
             ph: _mean_std([(r.get("time_per_phase_s") or {}).get(ph) for r in recs]) for ph in phases
         } or None
+        row["stats"] = seed_stats(
+            recs, [held_below(r["curve"]["forget_fraction_robust"], s.threshold, s.hold) for r in recs]
+        )
         fid_r = row["fid_retain"][0]
         row["fidelity"] = fid_r is not None and fid_r <= original["fid_retain"] + s.fidelity_margin
         rows.append(row)
@@ -307,6 +323,8 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         d: dict[str, Any] = {}
         for k, v in r.items():
+            if isinstance(v, dict):  # per-seed statistics live in results.json only
+                continue
             if isinstance(v, tuple):
                 d[f"{k}_mean"], d[f"{k}_std"] = v
             else:
@@ -332,6 +350,7 @@ def run_bench(
     bad = [k for k in chosen if k not in known]
     if bad:
         raise ConfigError(f"unknown bench entries {bad}; choose from {', '.join(known)}")
+    record_start()
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
@@ -360,11 +379,15 @@ def run_bench(
     for entry, seed in tqdm(jobs, desc="bench", disable=not progress):
         path = out / "runs" / entry.key / f"seed{seed}.json"
         if path.is_file():
-            rec = json.loads(path.read_text())
+            rec = read_seed_record(path)
         else:
             rec, model = run_one(setup, entry, settings, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(path, rec)
+            monitor_n = {
+                "forget_fraction_robust": settings.robust_monitor_samples,
+                "forget_fraction_ref": settings.ref_monitor_samples,
+            }
+            write_seed_record(path, rec, monitor_n)
             if seed == 0:  # kept for the figures (weights are not committed: see .gitignore)
                 save_weights(model, path.with_suffix(".safetensors"))
         if seed == 0 and path.with_suffix(".safetensors").is_file():
@@ -374,21 +397,28 @@ def run_bench(
     table = render_table(rows, original, settings, title)
     atomic_write_text(out / "table.md", table + "\n")
     write_csv(rows, out / "table.csv")
-    atomic_write_json(
+    atomic_write_text(
         out / "results.json",
-        {
-            "title": title,
-            "settings": asdict(settings),
-            "spec": asdict(spec),
-            "original": original,
-            "rows": rows,
-            "monitors": {
-                "ref": "128 latents fixed per run (seed+1000), train mode",
-                "robust": f"{settings.robust_monitor_samples} latents fixed per seed, eval mode",
-            },
-            "versions": versions(),
-            "wall_time_this_session_s": time.perf_counter() - t0,
-        },
+        dumps_compact(
+            {
+                "title": title,
+                "settings": asdict(settings),
+                "spec": asdict(spec),
+                "original": original,
+                "rows": rows,
+                "monitors": {
+                    "ref": "128 latents fixed per run (seed+1000), train mode",
+                    "robust": f"{settings.robust_monitor_samples} latents fixed per seed, eval mode",
+                },
+                "versions": versions(),
+                "wall_time_this_session_s": time.perf_counter() - t0,
+                "provenance": run_record(
+                    {"title": title, "entries": chosen, "settings": asdict(settings), "spec": asdict(spec)},
+                    inputs=mnist_inputs(spec),
+                ),
+                "run_provenance": summarise_provenance([r.get("provenance") for rs in records.values() for r in rs]),
+            }
+        ),
     )
     bench_figures.make_all(out / "figures", setup, records, rows, original, models_seed0, settings)
     return {"rows": rows, "original": original, "table": table}

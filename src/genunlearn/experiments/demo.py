@@ -18,6 +18,7 @@ from genunlearn.checkpoints import atomic_write_json, atomic_write_text, save_we
 from genunlearn.eval.figures import before_after_grid, class_histogram
 from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
 from genunlearn.loop import UnlearnConfig
+from genunlearn.provenance import run_record
 from genunlearn.runinfo import versions
 
 DEMO_METHODS = ("rep", "uno", "s")
@@ -84,6 +85,7 @@ def run_demo(
             "runs": rows,
             "versions": versions(),
             "wall_time_s": time.perf_counter() - t0,
+            "provenance": run_record({"forget": forget, "seed": seed, "fid_samples": fid_samples}),
         },
     )
     atomic_write_text(out / "report.md", _report(rows, forget, fid_samples))

@@ -38,6 +38,7 @@ from genunlearn.objectives import (
     Task,
     batch_inputs,
 )
+from genunlearn.provenance import run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -371,6 +372,7 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "command": command,
         "wall_time_s": time.perf_counter() - t0,
         "versions": versions(),
+        "provenance": run_record(cfg.to_dict(), inputs=session.bundle.info.get("inputs")),
     }
     atomic_write_json(out / "summary.json", summary)
     return summary

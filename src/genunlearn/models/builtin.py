@@ -12,7 +12,7 @@ import copy
 from genunlearn.errors import ConfigError
 from genunlearn.models.bundle import BuildContext, LatentSampler, ModelBundle, TrainingData, register_bundle
 from genunlearn.models.mnist_vae import MNISTVAE
-from genunlearn.models.registry import load_model
+from genunlearn.models.registry import bundled_weights, load_model
 from genunlearn.objectives.vae import VAEObjective
 
 
@@ -56,6 +56,12 @@ def mnist_vae(context: BuildContext) -> ModelBundle:
         replacement_likelihood="bernoulli",
         description=f"MNIST VAE ({'bundled' if context.checkpoint is None else context.checkpoint}) on {dataset}",
         load_fresh=lambda: copy.deepcopy(original),
+        info={
+            "inputs": {
+                "vae": str(context.checkpoint or bundled_weights("mnist-vae")),
+                "classifier": str(context.classifier_checkpoint or bundled_weights("mnist-classifier")),
+            }
+        },
     )
 
 

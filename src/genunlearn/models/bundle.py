@@ -109,6 +109,8 @@ class ModelBundle:
             (``encode``, ``decode``/``decode_logits``); ``None``: ``rep`` is not available.
         description: one line for records.
         load_fresh: returns a new copy of the original model (default: a deep copy of the first one).
+        info: free-form facts for records; ``info["inputs"]`` (name -> file path) lists the weight files read,
+            recorded with their sha256 in every run's provenance.
     """
 
     model: nn.Module | ModelAdapter
