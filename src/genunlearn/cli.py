@@ -137,7 +137,8 @@ def train(
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML run config ([model], [data], [objective], [unlearn], [monitor], [run]); options below override it.",
+    help="TOML run config ([model], [adapter], [data], [objective], [unlearn], [monitor], [run]); options below "
+    "override it.",
 )
 @config_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
@@ -172,7 +173,7 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
     for k in keys:
         v = summary.get(k)
         click.echo(f"{k:24s} {v:.4g}" if isinstance(v, float) else f"{k:24s} {v}")
-    click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, model.safetensors)")
+    click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, {', '.join(summary['outputs'])})")
     if summary["status"].startswith("diverged"):
         raise GenUnlearnError(summary["status"])
 

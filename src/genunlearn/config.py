@@ -2,7 +2,8 @@
 
 One definition: every option of ``genunlearn unlearn`` is a field of one of the section dataclasses below
 (:class:`ModelConfig`, :class:`DataConfig`, :class:`~genunlearn.objectives.ObjectiveConfig`,
-:class:`~genunlearn.loop.UnlearnConfig`, :class:`MonitorConfig`, :class:`RuntimeConfig`); the CLI options,
+:class:`~genunlearn.loop.UnlearnConfig`, :class:`MonitorConfig`, :class:`RuntimeConfig`,
+:class:`~genunlearn.lora.AdapterConfig`); the CLI options,
 their help texts (from the classes' ``Attributes:`` docstrings) and the TOML keys are derived from the fields.
 A config file has one table per section::
 
@@ -35,6 +36,7 @@ import click
 
 from genunlearn.errors import ConfigError
 from genunlearn.loop import UnlearnConfig
+from genunlearn.lora import AdapterConfig
 from genunlearn.objectives.config import ObjectiveConfig
 
 
@@ -139,6 +141,7 @@ class RuntimeConfig:
 
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
+    "adapter": AdapterConfig,
     "data": DataConfig,
     "objective": ObjectiveConfig,
     "unlearn": UnlearnConfig,
@@ -152,6 +155,7 @@ class RunConfig:
     """A whole ``genunlearn unlearn`` run: one instance of each section."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
@@ -320,6 +324,12 @@ def cli_name(f: dataclasses.Field) -> str:
     return f.metadata.get("cli", f.name.replace("_", "-"))
 
 
+def _parse_str_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return tuple(v.strip() for v in value.split(",") if v.strip() != "")
+
+
 def _parse_int_list(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -350,8 +360,9 @@ def config_options(func: Any) -> Any:
             if base is bool:
                 opt = click.option(f"--{name}/--no-{name}", param, default=None, help=help_text)
             elif typing.get_origin(base) is tuple:
+                parse = _parse_str_list if typing.get_args(base)[0] is str else _parse_int_list
                 opt = click.option(
-                    f"--{name}", param, default=None, callback=lambda _c, _p, v: _parse_int_list(v), help=help_text
+                    f"--{name}", param, default=None, callback=lambda _c, _p, v, f=parse: f(v), help=help_text
                 )
             else:
                 click_type = {int: int, float: float, str: str}.get(base, str)

@@ -140,6 +140,7 @@ class UnlearnResult:
     ``time_per_step_s`` is the median step time, ``time_per_step_mean_s`` the mean; for alternating methods
     (``a-d``, ``uno-s`` ...) ``time_per_phase_s`` holds the median of each phase (``"0"``: even steps,
     ``"1"``: odd steps), since the median of an even/odd mix is one phase's cost or a midpoint.
+    ``trainable_parameters`` counts the parameters the run updated (LoRA: the adapter matrices).
     """
 
     status: str
@@ -151,6 +152,7 @@ class UnlearnResult:
     forget_fraction_final: float | None
     time_per_step_mean_s: float | None = None
     time_per_phase_s: dict[str, float] | None = None
+    trainable_parameters: int | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -389,6 +391,7 @@ def _run(
         forget_fraction_final=fraction,
         time_per_step_mean_s=statistics.fmean(step_times) if step_times else None,
         time_per_phase_s={ph: statistics.median(ts) for ph, ts in sorted(phase_times.items())} or None,
+        trainable_parameters=sum(p.numel() for p in params),
         log=log,
     )
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from genunlearn.adapters import ModelAdapter, as_adapter, eval_mode
-from genunlearn.checkpoints import atomic_write_json, atomic_write_text, save_weights
+from genunlearn.checkpoints import atomic_write_json, atomic_write_text
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig, RunConfig
 from genunlearn.data.batching import data_length
 from genunlearn.data.splits import ForgetSplit
@@ -27,6 +27,7 @@ from genunlearn.errors import CheckpointError, ConfigError, DataError
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
+from genunlearn.lora import AdapterConfig, adapt, save_unlearned
 from genunlearn.methods import METHODS
 from genunlearn.models.bundle import BuildContext, ModelBundle, build_bundle, forget_classes_exist
 from genunlearn.objectives import (
@@ -266,16 +267,19 @@ class UnlearnSession:
         extra_monitors: dict[str, ForgetMonitor] | None = None,
         log_path: str | Path | None = None,
         progress: bool = True,
+        adapter: AdapterConfig | None = None,
     ) -> tuple[nn.Module, UnlearnResult]:
         """Unlearn with ``config`` (engine) and ``objective`` (terms) on a fresh copy of the original model.
 
-        The monitor defaults to this session's, with inputs fixed by the seed.
+        The monitor defaults to this session's, with inputs fixed by the seed. With an ``adapter`` config of
+        kind ``lora`` the copy is wrapped with peft LoRA and only the adapter trains; the returned model is then
+        the ``peft.PeftModel`` (:mod:`genunlearn.lora`).
         """
         objective = (objective or ObjectiveConfig()).validate()
         method = METHODS[config.validate().method]
-        adapter = self.fresh_adapter()
+        adapter_ = adapt(self.fresh_adapter(), adapter, seed=config.seed)
         result = unlearn(
-            adapter,
+            adapter_,
             self.task(objective),
             self.retain_data,
             self.forget_data,
@@ -288,7 +292,7 @@ class UnlearnSession:
             progress=progress,
             num_workers=self.data_config.num_workers,
         )
-        return adapter.model.eval(), result
+        return adapter_.model.eval(), result
 
     def check_batch(self, objective: ObjectiveConfig) -> None:
         """Evaluate the task once on one example of each set: a model/data mismatch becomes one clear line."""
@@ -344,15 +348,16 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
     atomic_write_text(out / "config.toml", cfg.to_toml())
     n_fid = cfg.monitor.fid_samples
     fid_before = session.fid(session.fresh_model(), n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
-    model, result = session.run(cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress)
+    model, result = session.run(
+        cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress, adapter=cfg.adapter
+    )
     fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
     try:
-        meta: dict[str, Any] = {"run_config": cfg.to_dict()}
-        if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
-            meta["build_options"] = model.build_options()
-        save_weights(model, out / "model.safetensors", metadata=meta)
+        written = save_unlearned(
+            model, out, config=cfg.adapter, original=session.fresh_model(), metadata={"run_config": cfg.to_dict()}
+        )
     except OSError as exc:
-        raise CheckpointError(f"{out / 'model.safetensors'}: cannot write ({exc})") from None
+        raise CheckpointError(f"{out}: cannot write the unlearned model ({exc})") from None
     summary: dict[str, Any] = {
         "method": cfg.unlearn.method,
         "seed": cfg.unlearn.seed,
@@ -369,6 +374,7 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "config": asdict(cfg.unlearn),
         "objective": asdict(cfg.objective),
         "run_config": cfg.to_dict(),
+        "outputs": written,
         "command": command,
         "wall_time_s": time.perf_counter() - t0,
         "versions": versions(),
