@@ -152,12 +152,23 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
       genunlearn unlearn --config run.toml --steps 100 --out runs/x
       genunlearn unlearn --model my_model:factory --config run.toml --out runs/mine
     """
+    from dataclasses import replace
+
     from genunlearn.config import load_config, overrides_from_cli
+    from genunlearn.distributed import finish, init_from_env
     from genunlearn.experiments.session import run_to_dir
 
     cfg = load_config(config_file, overrides_from_cli(options))
     command = " ".join(shlex.quote(a) for a in ["genunlearn", *sys.argv[1:]])
-    summary = run_to_dir(cfg, out, progress=not quiet, command=command)
+    started, device = init_from_env(cfg.run.device)  # under torchrun: one process per rank, data parallel
+    if device != cfg.run.device:
+        cfg = replace(cfg, run=replace(cfg.run, device=device))
+    try:
+        summary = run_to_dir(cfg, out, progress=not quiet, command=command)
+    finally:
+        rank = finish(started)
+    if rank != 0:
+        return
     keys = [
         "method",
         "status",

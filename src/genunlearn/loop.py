@@ -4,6 +4,13 @@ Timing follows the paper: only the loss, gradient and update computation of each
 (synchronised on CUDA). Not timed: drawing batches, the snapshot of the model's state kept for the NaN
 guard, the finiteness checks, per-step diagnostics (gradient norms, cos^2) and their host synchronisation,
 monitoring (generation + classification) and logging.
+
+With a torch.distributed process group of more than one process the run is data parallel
+(:mod:`genunlearn.distributed`): each rank evaluates its part of every batch, methods see the global losses
+and gradients, the timed step includes the communication, and rank 0 alone monitors (its readings are
+broadcast, so every rank stops at the same update) and writes the log. Monitoring never changes the run's
+random state (it runs in a forked random state), so a monitor that samples does not shift the draws of the
+losses.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from genunlearn import distributed
 from genunlearn.adapters import BN_MODES, DROPOUT_MODES, ModelAdapter, as_adapter
 from genunlearn.checkpoints import atomic_write_csv
 from genunlearn.data.batching import Data, data_length, infinite_batches, stream_generators
@@ -28,6 +36,7 @@ from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.methods import MethodParams, StepContext, get_method
 from genunlearn.methods.gradients import all_finite
 from genunlearn.objectives import HatTerm, Task
+from genunlearn.objectives.tasks import task_reduction
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -199,6 +208,7 @@ def unlearn(
     log_path: str | Path | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    data_parallel: bool | None = None,
 ) -> UnlearnResult:
     """Run unlearning on ``model`` in place and return what happened.
 
@@ -220,6 +230,9 @@ def unlearn(
         log_path: if given, the per-step log is written there as CSV.
         progress: show a progress bar.
         num_workers: ``DataLoader`` worker processes for dataset inputs (results do not depend on it).
+        data_parallel: ``None`` (default): data parallel when a torch.distributed default process group of more
+            than one process is initialised (``torchrun``); ``False``: never; ``True``: require it. Every rank
+            calls ``unlearn`` with the same arguments (the whole data; each rank reads its part of each batch).
 
     On a non-finite loss, gradient or weight the run stops, the parameters *and buffers* (BatchNorm running
     statistics) of the last finite step are restored and ``status`` says so (``result.diverged``). The
@@ -239,7 +252,8 @@ def unlearn(
     has_retain = data_length(retain_data) > 0
     if method.uses_retain and not has_retain:
         raise DataError("empty retain set")
-    with adapter.run_scope():
+    dp = distributed.resolve(data_parallel)
+    with adapter.run_scope(), distributed.active(dp):  # the gradient helpers communicate through dp
         params = adapter.trainable_parameters()
         if not params:
             raise ConfigError("the model has no trainable parameters")
@@ -259,7 +273,17 @@ def unlearn(
             log_path=log_path,
             progress=progress,
             num_workers=num_workers,
+            dp=dp,
         )
+
+
+def _bn_statistics(adapter: ModelAdapter) -> list[torch.Tensor]:
+    """Running means and variances of the trainable part's BatchNorm layers (averaged over data-parallel ranks)."""
+    out = []
+    for m in adapter.trainable_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None:
+            out += [m.running_mean, m.running_var]
+    return out
 
 
 def _run(
@@ -279,18 +303,50 @@ def _run(
     log_path: str | Path | None,
     progress: bool,
     num_workers: int,
+    dp: distributed.DataParallel | None,
 ) -> UnlearnResult:
     model = net
     buffers = list(net.buffers())
     device = params[0].device
+    main = dp is None or dp.is_main
     torch.manual_seed(config.seed)
     gen_r, gen_f = stream_generators(config.seed)
+    part_r = part_f = part_p = None
+    reduction = None
+    if dp is not None:  # this rank's rows of every global batch, and how its losses add up to the global ones
+        reduction = task_reduction(task)
+        if reduction is None:
+            raise ConfigError(
+                "a data-parallel run must know whether the losses sum or average over the batch: give the task "
+                "or its objective a 'reduction' attribute ('sum' or 'mean')"
+            )
+        if retain_data is not None:
+            part_r = dp.part(min(config.batch_size, data_length(retain_data)))
+        part_f = dp.part(min(config.batch_size, data_length(forget_data)))
+        if replacement is not None and getattr(replacement, "batch_examples", None):
+            part_p = dp.part(int(replacement.batch_examples))  # type: ignore[attr-defined]
+
+    def rows(part: distributed.BatchPart | None) -> tuple[int, int] | None:
+        return None if part is None else (part.start, part.stop)
+
+    def share(fn: Callable[[], torch.Tensor], part: distributed.BatchPart | None, red: str | None = None):
+        if dp is None:
+            return fn
+        if part is None:
+            return dp.replicated(fn)
+        return dp.share(fn, part=part, reduction=red or reduction)  # type: ignore[arg-type]
+
     retain_it = (
-        infinite_batches(retain_data, config.batch_size, gen_r, device=device, num_workers=num_workers)
+        infinite_batches(
+            retain_data, config.batch_size, gen_r, device=device, num_workers=num_workers, part=rows(part_r)
+        )
         if retain_data is not None
         else None
     )
-    forget_it = infinite_batches(forget_data, config.batch_size, gen_f, device=device, num_workers=num_workers)
+    forget_it = infinite_batches(
+        forget_data, config.batch_size, gen_f, device=device, num_workers=num_workers, part=rows(part_f)
+    )
+    bn_stats = _bn_statistics(adapter) if dp is not None and config.bn_mode == "train" else []
     opt = make_optimizer(config.optimizer, params, config.lr)
     hp = config.method_params
     state = params + buffers
@@ -306,23 +362,32 @@ def _run(
     fraction: float | None = None
     status = "completed"
 
+    rng_devices = [device] if device.type == "cuda" else []
+
     def observe(step: int, row: dict[str, Any]) -> None:
         nonlocal fraction, first_fraction, updates_to_unlearn, time_to_unlearn
-        if monitor is not None:
-            r = monitor.measure(model)
-            fraction = r.fraction
-            row.update(forget_fraction=r.fraction, ff_ci_low=r.ci_low, ff_ci_high=r.ci_high)
+        readings: dict[str, Any] = {}
+        if main and (monitor is not None or extra_monitors):
+            with torch.random.fork_rng(devices=rng_devices):  # monitoring leaves the run's random state alone
+                if monitor is not None:
+                    r = monitor.measure(model)
+                    readings.update(forget_fraction=r.fraction, ff_ci_low=r.ci_low, ff_ci_high=r.ci_high)
+                for name, extra in (extra_monitors or {}).items():
+                    readings[f"forget_fraction_{name}"] = extra.measure(model).fraction
+        if dp is not None and (monitor is not None or extra_monitors):
+            readings = dp.broadcast(readings)  # every rank stops at the same update
+        if "forget_fraction" in readings:
+            fraction = readings["forget_fraction"]
             if first_fraction is None:
-                first_fraction = r.fraction
-            if config.stop_at is not None and updates_to_unlearn is None and r.fraction < config.stop_at:
+                first_fraction = fraction
+            if config.stop_at is not None and updates_to_unlearn is None and fraction < config.stop_at:
                 updates_to_unlearn, time_to_unlearn = step, compute
-        for name, extra in (extra_monitors or {}).items():
-            row[f"forget_fraction_{name}"] = extra.measure(model).fraction
+        row.update(readings)
         log.append({"step": step, "compute_time_s": compute, **row})
 
     amp = _DTYPES[config.precision]
     observe(0, {})
-    bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
+    bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not (progress and main), leave=False)
     steps_run = 0
     for k in bar:
         if config.early_stop and updates_to_unlearn is not None:
@@ -332,14 +397,19 @@ def _run(
         xb_f = next(forget_it)
         ctx = StepContext(
             params=params,
-            retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
-            forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
-            hat_loss=(lambda: hat(model)) if hat is not None else None,
-            replace_loss=(lambda: replacement(model)) if replacement is not None else None,
+            retain_loss=share(lambda xb_r=xb_r: task.retain_loss(model, xb_r), part_r),
+            forget_loss=share(lambda xb_f=xb_f: task.forget_loss(model, xb_f), part_f),
+            hat_loss=share(lambda: hat(model), None) if hat is not None else None,
+            replace_loss=(
+                share(lambda: replacement(model), part_p, getattr(replacement, "reduction", None))
+                if replacement is not None
+                else None
+            ),
             step=k,
             hp=hp,
             buffers=buffers,
         )
+        comm_before = dp.stats.snapshot() if dp is not None else None
         with torch.no_grad():  # the last finite state, kept outside the timed region
             torch._foreach_copy_(snapshot, [t.detach() for t in state])
         with adapter.step_modes(config.bn_mode, config.dropout):  # set outside the timed region
@@ -351,9 +421,13 @@ def _run(
                 p.grad = d.detach()
             opt.step()
             opt.zero_grad(set_to_none=True)
+            if bn_stats:  # each rank normalised with its part of the batch: keep the replicas equal
+                dp.average_(bn_stats)  # type: ignore[union-attr]
             _sync(device)
             dt = time.perf_counter() - t0
         row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
+        if dp is not None and comm_before is not None:
+            row.update({k: v - comm_before[k] for k, v in dp.stats.snapshot().items()})
         finite = (
             all_finite(out.direction)
             and all(_finite_scalar(v) for v in row.values())
@@ -379,7 +453,9 @@ def _run(
         if config.early_stop and updates_to_unlearn is not None:
             status = "unlearned"
     bar.close()
-    if log_path is not None:
+    if dp is not None:
+        dp.check_replicas([t.detach() for t in params])
+    if log_path is not None and main:
         write_log(log, log_path)
     return UnlearnResult(
         status=status,

@@ -8,7 +8,9 @@
   decode ahead while the step computes.
 
 Each stream (retain, forget) has its own generator (:func:`stream_generators`), so prefetching one stream
-cannot change the other's order.
+cannot change the other's order. ``part=(start, stop)`` keeps rows ``[start, stop)`` of every batch (a
+data-parallel rank's part, :mod:`genunlearn.distributed`): the permutation is the same, only those examples
+are read.
 - A **data loader** is used as it is and restarted when exhausted (its order is its own sampler's business:
   give it a seeded generator for reproducible runs).
 
@@ -71,23 +73,31 @@ def stream_generators(seed: int, streams: int = 2) -> list[torch.Generator]:
     ]
 
 
-def epoch_permutations(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index batches without replacement within each pass over ``n`` examples, forever (last partial batch dropped)."""
+def epoch_permutations(
+    n: int, batch_size: int, generator: torch.Generator, part: tuple[int, int] | None = None
+) -> Iterator[torch.Tensor]:
+    """Index batches without replacement within each pass over ``n`` examples, forever (last partial batch dropped).
+
+    With ``part=(start, stop)`` only rows ``[start, stop)`` of each batch are yielded (same permutation).
+    """
     b = min(batch_size, n)
+    lo, hi = part if part is not None else (0, b)
     while True:
         perm = torch.randperm(n, generator=generator)
         for start in range(0, n - b + 1, b):
-            yield perm[start : start + b]
+            yield perm[start + lo : start + hi]
 
 
 class EpochBatchSampler(Sampler[list[int]]):
     """The batch sampler of :func:`epoch_permutations` for a ``DataLoader`` (infinite)."""
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
-        self.n, self.batch_size, self.generator = n, batch_size, generator
+    def __init__(
+        self, n: int, batch_size: int, generator: torch.Generator, part: tuple[int, int] | None = None
+    ) -> None:
+        self.n, self.batch_size, self.generator, self.part = n, batch_size, generator, part
 
     def __iter__(self) -> Iterator[list[int]]:
-        for idx in epoch_permutations(self.n, self.batch_size, self.generator):
+        for idx in epoch_permutations(self.n, self.batch_size, self.generator, self.part):
             yield idx.tolist()
 
 
@@ -99,20 +109,23 @@ def infinite_batches(
     device: torch.device | str = "cpu",
     num_workers: int = 0,
     collate_fn: Any = None,
+    part: tuple[int, int] | None = None,
 ) -> Iterator[Any]:
-    """Endless batches of ``data`` on ``device`` (see the module docstring)."""
+    """Endless batches of ``data`` on ``device`` (see the module docstring); ``part``: rows of each batch kept."""
     device = torch.device(device)
     n = data_length(data)
     if n == 0:
         raise DataError("cannot draw batches from an empty set")
     non_blocking = device.type == "cuda"
+    if part is not None and isinstance(data, DataLoader):
+        raise DataError("a data loader cannot be split over processes; pass the dataset (genunlearn splits batches)")
     if isinstance(data, torch.Tensor):
-        for idx in epoch_permutations(n, batch_size, generator):
+        for idx in epoch_permutations(n, batch_size, generator, part):
             batch = data[idx.to(data.device)]
             yield batch if batch.device == device else batch.to(device, non_blocking=non_blocking)
         return
     if _tensor_tuple(data):  # (x, y, ...) tensors indexed together: the fast path with labels
-        for idx in epoch_permutations(n, batch_size, generator):
+        for idx in epoch_permutations(n, batch_size, generator, part):
             yield tuple(t[idx.to(t.device)].to(device, non_blocking=non_blocking) for t in data)  # type: ignore[union-attr]
         return
     if isinstance(data, DataLoader):
@@ -125,7 +138,7 @@ def infinite_batches(
                 raise DataError("the data loader yielded no batch")
     loader = DataLoader(
         data,
-        batch_sampler=EpochBatchSampler(n, batch_size, generator),
+        batch_sampler=EpochBatchSampler(n, batch_size, generator, part),
         num_workers=num_workers,
         pin_memory=non_blocking,
         persistent_workers=num_workers > 0,

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genunlearn import distributed
 from genunlearn.adapters import ModelAdapter, as_adapter, eval_mode
 from genunlearn.checkpoints import atomic_write_json, atomic_write_text
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig, RunConfig
@@ -331,8 +332,14 @@ def _first_two(data: Any, device: torch.device) -> Any:
 
 
 def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``."""
+    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``.
+
+    Under torch.distributed (``torchrun``) every rank runs the job data parallel; rank 0 alone measures FID and
+    writes the outputs (the others return the same summary without writing).
+    """
     cfg.validate()
+    world = distributed.default_group_world()
+    main = world == 1 or torch.distributed.get_rank() == 0
     out = Path(out)
     if (
         cfg.model.checkpoint is not None
@@ -344,20 +351,23 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         cfg.model, cfg.data, cfg.monitor, device=cfg.run.device, loss_reduction=cfg.objective.loss_reduction
     )
     session.check_batch(cfg.objective)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.toml", cfg.to_toml())
-    n_fid = cfg.monitor.fid_samples
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.toml", cfg.to_toml())
+    n_fid = cfg.monitor.fid_samples if main else 0
     fid_before = session.fid(session.fresh_model(), n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
     model, result = session.run(
         cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress, adapter=cfg.adapter
     )
     fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
-    try:
-        written = save_unlearned(
-            model, out, config=cfg.adapter, original=session.fresh_model(), metadata={"run_config": cfg.to_dict()}
-        )
-    except OSError as exc:
-        raise CheckpointError(f"{out}: cannot write the unlearned model ({exc})") from None
+    written = ["adapter/" if cfg.adapter.enabled and not cfg.adapter.merge else "model.safetensors"]
+    if main:
+        try:
+            written = save_unlearned(
+                model, out, config=cfg.adapter, original=session.fresh_model(), metadata={"run_config": cfg.to_dict()}
+            )
+        except OSError as exc:
+            raise CheckpointError(f"{out}: cannot write the unlearned model ({exc})") from None
     summary: dict[str, Any] = {
         "method": cfg.unlearn.method,
         "seed": cfg.unlearn.seed,
@@ -375,10 +385,14 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "objective": asdict(cfg.objective),
         "run_config": cfg.to_dict(),
         "outputs": written,
+        "data_parallel": (
+            {"world_size": world, "backend": str(torch.distributed.get_backend())} if world > 1 else None
+        ),
         "command": command,
         "wall_time_s": time.perf_counter() - t0,
         "versions": versions(),
         "provenance": run_record(cfg.to_dict(), inputs=session.bundle.info.get("inputs")),
     }
-    atomic_write_json(out / "summary.json", summary)
+    if main:
+        atomic_write_json(out / "summary.json", summary)
     return summary

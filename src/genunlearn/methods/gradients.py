@@ -3,6 +3,10 @@
 Every method uses these helpers, so a speed-up here speeds up every method. A "gradient" is a list of
 tensors shaped like the parameters. Divisions by a norm are guarded by a tiny floor only where the norm
 can be zero; the floor changes nothing otherwise.
+
+In a data-parallel run (:mod:`genunlearn.distributed`) :func:`grad` returns the *global* gradient (one
+all-reduce of the ranks' shares) and :func:`orthogonality_penalty_grad` the global Hessian-vector products
+(one more all-reduce): the only two places where methods communicate.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
+from genunlearn.distributed import current as _data_parallel
 
 Grads = list[torch.Tensor]
 TINY = 1e-30
@@ -22,11 +28,17 @@ def grad(
     create_graph: bool = False,
     retain_graph: bool | None = None,
 ) -> Grads:
-    """d loss / d params; parameters the loss does not depend on get zero gradients."""
+    """d loss / d params; parameters the loss does not depend on get zero gradients.
+
+    In a data-parallel run the ranks' gradients are summed (``loss`` is the rank's share of the global loss):
+    the result is the global gradient, whose autograd graph (with ``create_graph``) is the rank's own.
+    """
     gs = torch.autograd.grad(
         loss, list(params), create_graph=create_graph, retain_graph=retain_graph, allow_unused=True
     )
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params, strict=True)]
+    out = [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params, strict=True)]
+    dp = _data_parallel()
+    return out if dp is None else dp.reduce_gradient(out, keep_graph=create_graph)
 
 
 def dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -135,7 +147,8 @@ def orthogonality_penalty_grad(
 
     for ``kind="dot"`` it is ``d^2`` with ``d = g_r.g_f`` (appendix I, eq. 17): ``2d (H_r g_f + H_f g_r)``.
     ``g_r`` and ``g_f`` must have been computed with ``create_graph=True``; both Hessian-vector products
-    are taken in a single backward pass through the two gradient graphs.
+    are taken in a single backward pass through the two gradient graphs. In a data-parallel run each rank
+    takes them through its own share's graph with the (global) vectors, and one all-reduce sums them.
     """
     v_r, v_f, factor, value = penalty_vectors(g_r, g_f, kind=kind)
     outputs, grad_outputs = [], []
@@ -146,4 +159,8 @@ def orthogonality_penalty_grad(
     if not outputs:
         return [torch.zeros_like(p) for p in params], value
     hv = torch.autograd.grad(outputs, list(params), grad_outputs=grad_outputs, allow_unused=True)
-    return [torch.zeros_like(p) if h is None else h * factor for h, p in zip(hv, params, strict=True)], value
+    hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, params, strict=True)]
+    dp = _data_parallel()
+    if dp is not None:
+        hv = dp.all_reduce(hv)
+    return [h * factor for h in hv], value

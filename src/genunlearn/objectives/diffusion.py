@@ -7,7 +7,9 @@ first half. The scheduler is any diffusers scheduler with ``add_noise`` and ``co
 (``DDPMScheduler``); for ``v_prediction`` it also needs ``get_velocity``.
 
 Random draws (timesteps, noise, label dropout) use the global random state, so that a method that replays
-the random state (``uno-fd``) replays them.
+the random state (``uno-fd``) replays them; they are drawn per example through :mod:`genunlearn.distributed`'s
+helpers (the same draws as ``torch.randint``/``randn_like``/``rand``), so a data-parallel run gives every
+example the draws of the single-process run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genunlearn.distributed import per_example_rand, per_example_randint, per_example_randn_like
 from genunlearn.errors import ConfigError
 from genunlearn.objectives.tasks import batch_inputs, batch_labels
 
@@ -77,11 +80,11 @@ class DiffusionObjective:
     def loss(self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The denoising loss of clean data ``x0`` (already preprocessed) under ``labels`` (or none)."""
         b = x0.shape[0]
-        t = torch.randint(0, self.num_train_timesteps, (b,), device=x0.device)
-        noise = torch.randn_like(x0)
+        t = per_example_randint(0, self.num_train_timesteps, b, device=x0.device)
+        noise = per_example_randn_like(x0)
         x_t = self.scheduler.add_noise(x0, noise, t)
         if labels is not None and self.label_dropout > 0:
-            drop = torch.rand(b, device=x0.device) < self.label_dropout
+            drop = per_example_rand(b, device=x0.device) < self.label_dropout
             labels = torch.where(drop, torch.full_like(labels, int(self.null_label)), labels)  # type: ignore[arg-type]
         pred = model_prediction(model, x_t, t, labels)
         if self.prediction == "epsilon":

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from genunlearn.adapters import eval_mode
+from genunlearn.distributed import batch_part, per_example_randint, per_example_randn_like
 from genunlearn.errors import ConfigError
 from genunlearn.objectives.tasks import batch_inputs
 from genunlearn.objectives.vae import reconstruction_loss
@@ -180,13 +181,20 @@ class LatentReplacement:
         if self.samples < 1:
             raise ConfigError(f"replacement samples must be >= 1, got {self.samples}")
 
+    @property
+    def batch_examples(self) -> int:
+        """Examples per call: a data-parallel run splits them over the ranks (:mod:`genunlearn.distributed`)."""
+        return self.samples
+
     def __call__(self, model: nn.Module) -> torch.Tensor:
         n, k = self.neighbours.shape
         dev = self.mu.device
-        i = torch.randint(0, n, (self.samples,), device=dev)
-        j = torch.randint(0, k, (self.samples,), device=dev)
+        part = batch_part()  # a data-parallel rank draws all samples (same random state) and keeps its rows
+        m = self.samples if part is None else part.size
+        i = per_example_randint(0, n, m, device=dev)
+        j = per_example_randint(0, k, m, device=dev)
         with eval_mode(model):  # generation's mode: forget-region latents must not move BatchNorm statistics
-            z = self.mu[i] + self.std[i] * torch.randn_like(self.mu[i])
+            z = self.mu[i] + self.std[i] * per_example_randn_like(self.mu[i])
             if self.latent_shape:
                 z = z.reshape(z.shape[0], *self.latent_shape)
             target = gather(self.targets, self.neighbours.to(dev)[i, j], dev)

@@ -61,6 +61,25 @@ class Task(Protocol):
         ...
 
 
+def task_reduction(task: Any) -> str | None:
+    """``"sum"`` or ``"mean"``: how ``task``'s losses reduce over the batch, if it says (``None`` if not).
+
+    Looks at ``task.reduction``, then its objective's (``StandardTask``) or its conditional loss's owner's
+    (``ReplacementTask`` over ``DiffusionObjective.conditional``). A data-parallel run needs it to weight the
+    ranks' parts of a batch.
+    """
+    for owner in (
+        task,
+        getattr(task, "objective", None),
+        getattr(task, "conditional_loss", None),
+        getattr(getattr(task, "conditional_loss", None), "__self__", None),
+    ):
+        red = getattr(owner, "reduction", None)
+        if red in ("sum", "mean"):
+            return red
+    return None
+
+
 @dataclass(frozen=True)
 class StandardTask:
     """Unconditional unlearning: one objective on both batches."""

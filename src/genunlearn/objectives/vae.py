@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genunlearn.distributed import per_example_randn_like
 from genunlearn.errors import ConfigError, DataError
 from genunlearn.objectives.tasks import batch_inputs
 
@@ -81,7 +82,7 @@ class VAEObjective:
         if not hasattr(model, "encode"):
             raise ConfigError(f"the VAE objective needs a model with encode(x) -> (mu, logvar); {type(model).__name__}")
         mu, logvar = model.encode(x)  # type: ignore[operator]
-        eps = torch.randn_like(mu) if noise is None else noise
+        eps = per_example_randn_like(mu) if noise is None else noise  # torch.randn_like, data-parallel aware
         z = mu + torch.exp(0.5 * logvar) * eps
         rec = reconstruction_loss(model, z, x, self.likelihood)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=1)
