@@ -257,6 +257,12 @@ def unlearn(
         params = adapter.trainable_parameters()
         if not params:
             raise ConfigError("the model has no trainable parameters")
+        if any(type(p).__name__ == "DTensor" for p in params):
+            raise ConfigError(
+                "the trainable parameters are sharded (FSDP/DTensor): torch.autograd.grad does not reach them "
+                "(the gradients would be zero); shard only frozen parts, e.g. the base of a LoRA adapter "
+                "(docs/scale.md)"
+            )
         return _run(
             adapter,
             net,
