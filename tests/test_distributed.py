@@ -199,3 +199,22 @@ def test_a_data_loader_cannot_be_split():
     loader = torch.utils.data.DataLoader(torch.zeros(4, 2), batch_size=2)
     with pytest.raises(DataError, match="cannot be split"):
         next(infinite_batches(loader, 2, torch.Generator(), part=(0, 1)))
+
+
+def test_sharded_trainable_parameters_are_refused_not_silently_zero(tmp_path):
+    """FSDP shards (DTensor) are out of torch.autograd.grad's reach: the engine says so instead of using zeros."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from genunlearn.errors import ConfigError
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        model = TinyVAE()
+        fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+        retain, forget = _data()
+        cfg = UnlearnConfig(method="s", steps=1, batch_size=8, stop_at=None)
+        with pytest.raises(ConfigError, match="sharded"):
+            unlearn(model, StandardTask(VAEObjective()), retain, forget, cfg, progress=False)
+    finally:
+        dist.destroy_process_group()

@@ -189,3 +189,57 @@ def test_adapter_initialisation_follows_the_seed_not_the_global_random_state():
     a, b, c = init(0, 1), init(0, 2), init(1, 1)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_lora_on_a_diffusers_dit_by_name_patterns_runs_exact_uno_with_the_base_frozen():
+    """The path is generic: a class-conditional diffusers DiT, attention projections chosen by name suffix."""
+    from diffusers import DDPMScheduler, DiTTransformer2DModel
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from genunlearn.objectives import DiffusionObjective, ReplacementTask
+
+    torch.manual_seed(0)
+    dit = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=1,
+        out_channels=2,
+        num_layers=1,
+        sample_size=8,
+        patch_size=4,
+        num_embeds_ada_norm=3,
+        norm_type="ada_norm_zero",
+    )
+
+    class Denoiser(torch.nn.Module):  # model(x_t, t, labels) -> prediction, the DiffusionObjective contract
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, t, labels):
+            return self.net(x, timestep=t, class_labels=labels).sample
+
+    model = Denoiser(dit).eval()  # eval: diffusers' in-network label dropout would draw at random
+    x = torch.rand(4, 1, 8, 8)
+    t, labels = torch.tensor([1, 50, 300, 999]), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        before = model(x, t, labels).clone()
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = AdapterConfig(kind="lora", rank=2, target_modules=("to_q", "to_k", "to_v", "to_out.0"))
+    adapter = lora_adapter(model, cfg)
+    assert adapter.targets == [f"net.transformer_blocks.0.attn1.{n}" for n in ("to_q", "to_k", "to_v", "to_out.0")]
+    with torch.no_grad():
+        assert torch.equal(adapter.model(x, t, labels), before)
+    objective = DiffusionObjective(DDPMScheduler(num_train_timesteps=1000), prediction="epsilon")
+    task = ReplacementTask(objective.conditional, forget_condition=1, target_condition=2)
+    g = torch.Generator().manual_seed(1)
+    target_data = torch.rand(8, 1, 8, 8, generator=g)
+    forget_data = torch.rand(8, 1, 8, 8, generator=g)
+    config = UnlearnConfig(method="uno", steps=2, batch_size=4, beta_o=10.0, stop_at=None)
+    with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention kernel has no second derivative
+        result = unlearn(adapter, task, target_data, forget_data, config, progress=False)
+    assert result.steps_run == 2 and result.log[-1]["cos2"] > 0
+    after = adapter.base_model.state_dict()
+    for k, v in base.items():
+        key = k if k in after else k.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(after[key], v), k

@@ -630,6 +630,120 @@ def _gen_allocator(root: Path, args: list[str]) -> str:
     return "\n".join(out)
 
 
+def _prov_line(prov: Mapping[str, Any] | None) -> str:
+    prov = prov or {}
+    machine = prov.get("machine", {})
+    commit = (prov.get("git") or {}).get("commit", "not recorded")
+    date = prov.get("date", "date not recorded")
+    return f"{machine.get('cpu', '?')}, {machine.get('torch_threads', '?')} thread(s); {date}, commit {commit[:12]}"
+
+
+@generator("lora-cost", "LORA_JSON MODEL")
+def _gen_lora_cost(root: Path, args: list[str]) -> str:
+    path, model = _args(args, 2, "lora-cost")[:2]
+    data = load_data(root / path)
+    entry = data["cost"][model]
+    configs = entry["configs"]
+    methods = list(configs["full"]["median_s"])
+    head = (
+        " | ".join(f"`{m}` ms (x full)" for m in methods) + " | " + " | ".join(f"`{m}` MiB (x full)" for m in methods)
+    )
+    out = [f"| configuration | trainable parameters | {head} |", "|---" * (2 + 2 * len(methods)) + "|"]
+    for name, c in configs.items():
+        times = " | ".join(f"{1e3 * c['median_s'][m]:.1f} ({c['time_vs_full'][m]:.2f})" for m in methods)
+        mem = " | ".join(
+            f"{c['peak_tensor_bytes'][m] / 2**20:.1f} ({c['memory_vs_full'][m]:.2f})"
+            if "peak_tensor_bytes" in c
+            else "—"
+            for m in methods
+        )
+        out.append(f"| {name} | {c['trainable_parameters']:,} | {times} | {mem} |")
+    out += [
+        "",
+        f"{model}: {entry['parameters']:,} parameters, batch {entry['batch']}; one engine step (direction + Adam "
+        f"update), median of {data['cost_provenance']['config']['repeats']} interleaved rounds; peak live tensors "
+        f"of one step (profiler). {_prov_line(data.get('cost_provenance'))}. Data: `{path}`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+@generator("lora-unlearn", "LORA_JSON")
+def _gen_lora_unlearn(root: Path, args: list[str]) -> str:
+    path = _args(args, 1, "lora-unlearn")[0]
+    data = load_data(root / path)
+    sec = data["unlearn"]
+    out = [
+        "| lr | configuration | trainable parameters | updates to < 2%, per seed | reached | final forget fraction, "
+        "per seed | median retain-FID change |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sec["summary"]:
+        out.append(
+            f"| {r['lr']:g} | {r['config']} | {r['trainable_parameters']:,} | "
+            f"{format_value(r['updates_to_unlearn'], 'd', none='never')} | {r['reached']}/{r['seeds']} | "
+            f"{format_value(r['forget_fraction_final'], '.3f')} | {r['median_fid_retain_change']:+.2f} |"
+        )
+    fid0 = ", ".join(f"{v['fid_retain']:.2f}" for v in sec["original"].values())
+    out += [
+        "",
+        f"`{sec['method']}` on {sec['model']}, {sec['steps']} updates (no early stop), robust monitor "
+        f"({sec['monitor']}); retain FID from {sec['fid_samples']:,} samples after the last update, change against "
+        f"the original model (retain FID {fid0} per seed). {_prov_line(sec.get('provenance'))}. Data: `{path}`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+@generator("data-parallel-comm", "DATA_PARALLEL_JSON")
+def _gen_dp_comm(root: Path, args: list[str]) -> str:
+    path = _args(args, 1, "data-parallel-comm")[0]
+    data = load_data(root / path)
+    out = [
+        "| method | gradient-sized all-reduces | scalar all-reduces | other collectives | MiB all-reduced per update "
+        "| step time, 2 processes / 1 | time in collectives (share of the step) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        mib = ", ".join(f"{4 * f / 2**20:.2f}" for f in r["floats_per_update"])
+        out.append(
+            f"| `{r['method']}` | {format_value(r['gradient_allreduces'])} | {format_value(r['scalar_allreduces'])} | "
+            f"{format_value(r['other_collectives'])} | {mib} | {r['parallel_over_single']:.2f} | "
+            f"{1e3 * r['median_comm_s']:.1f} ms ({r['median_comm_share']:.0%}) |"
+        )
+    out += ["", f"{data['setup']}. {_prov_line(data.get('provenance'))}. Data: `{path}`.", ""]
+    return "\n".join(out)
+
+
+@generator("fsdp-probe", "FSDP_PROBE_JSON")
+def _gen_fsdp(root: Path, args: list[str]) -> str:
+    path = _args(args, 1, "fsdp-probe")[0]
+    data = load_data(root / path)
+    out = ["| check | result |", "|---|---|"]
+    for name, r in data["checks"].items():
+        if name == "parameters":
+            continue
+        if not r["ok"]:
+            res = f"fails: `{r['error']}`"
+        elif r.get("unused"):
+            res = (
+                f"runs, but {r['unused']} of {r.get('of', '?')} gradients are missing (the shards are not in the graph)"
+            )
+        else:
+            labels = {
+                "rel_error": "",
+                "rel_error_g_r": "g_r ",
+                "rel_error_g_f": "g_f ",
+                "dot_rel_error": "dot product ",
+            }
+            labels["rel_error_hvp"] = "H v "
+            errs = ", ".join(f"{labels[k]}{v:.1e}" for k, v in r.items() if k in labels)
+            res = f"works; relative error {errs}"
+        out.append(f"| {name.replace('_', ' ')} | {res} |")
+    out += ["", f"{data['setup']}; torch {data['torch']}. {_prov_line(data.get('provenance'))}. Data: `{path}`.", ""]
+    return "\n".join(out)
+
+
 # --- small derived markdown files ---------------------------------------------------------------------------
 def render_independent_monitor(data: Mapping[str, Any]) -> str:
     """``independent_monitor.md`` from ``independent_monitor.json``."""
