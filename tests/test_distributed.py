@@ -1,8 +1,9 @@
 """Data parallelism on torch.distributed (issue 16): 2 gloo processes on CPU give the single-process run.
 
 Each rank holds its half of every batch; the result after several updates must equal the single-process run on
-the union of the batches (relative 1e-5), for S, UNO, UNO-S, UNO-FD and rep, with sum- and mean-reduced losses
-and the random draws inside the losses (reparameterisation noise, rep's latent samples).
+the union of the batches (relative 1e-5), for S, UNO, UNO-S, UNO-FD and rep (and UNO^ with a classifier term),
+with sum- and mean-reduced losses and the random draws inside the losses (reparameterisation noise, rep's latent
+samples, the classifier term's samples).
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from torch import nn
 
 from genunlearn.distributed import BatchPart, holding, per_example_randint, per_example_randn_like
 from genunlearn.loop import UnlearnConfig, unlearn
-from genunlearn.objectives import LatentReplacement, StandardTask, VAEObjective
+from genunlearn.objectives import HatTerm, LatentReplacement, StandardTask, VAEObjective
 from tests.test_cli import run
 
-# (method, loss reduction): both reductions are covered
-CASES = [("s", "sum"), ("uno", "sum"), ("uno-s", "mean"), ("uno-fd", "sum"), ("rep", "mean")]
+# (method, loss reduction): both reductions are covered; the hat methods' classifier term is computed whole by
+# every rank (same random state) and weighted 1/W
+CASES = [("s", "sum"), ("uno", "sum"), ("uno-s", "mean"), ("uno-fd", "sum"), ("rep", "mean"), ("uno-hat", "sum")]
 STEPS = 4
 # gradient-sized all-reduces per update: S two, UNO three (g_r, g_f, the Hessian-vector products) ...
 GRADIENT_ALLREDUCES = {"s": [2] * 4, "uno": [3] * 4, "uno-s": [3, 2, 3, 2], "uno-fd": [4] * 4, "rep": [2] * 4}
+GRADIENT_ALLREDUCES["uno-hat"] = [4] * 4  # g_r, g_f, the classifier term's gradient, the Hessian-vector products
 
 
 class TinyVAE(nn.Module):
@@ -53,6 +56,16 @@ class TinyVAE(nn.Module):
         return torch.sigmoid(self.dec(z))
 
 
+class LinearClassifier(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
 def _data():
     g = torch.Generator().manual_seed(0)
     retain = torch.rand(40, 12, generator=g)
@@ -69,7 +82,16 @@ def run_cases(data_parallel: bool) -> dict:
         rep = None
         if method == "rep":
             rep = LatentReplacement.for_vae(copy.deepcopy(model), retain, forget, samples=8, reduction=reduction)
-        cfg = UnlearnConfig(method=method, steps=STEPS, lr=1e-2, batch_size=8, beta_o=10.0, stop_at=None)
+        hat = None
+        if method.endswith("-hat"):
+            hat = HatTerm(
+                generate=lambda m, n: m.decode(torch.randn(n, 2)),
+                classifier=LinearClassifier(),
+                forget_classes=[1],
+                num_classes=3,
+                samples=16,
+            )
+        cfg = UnlearnConfig(method=method, steps=STEPS, lr=1e-2, batch_size=8, beta_o=10.0, beta_h=5.0, stop_at=None)
         result = unlearn(
             model,
             StandardTask(VAEObjective("bernoulli", reduction)),
@@ -77,6 +99,7 @@ def run_cases(data_parallel: bool) -> dict:
             forget,
             cfg,
             replacement=rep,
+            hat=hat,
             progress=False,
             data_parallel=data_parallel,
         )

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from genunlearn.distributed import per_example_randint
 from genunlearn.errors import ConfigError, DataError
 
 Objective = Callable[[nn.Module, Any], torch.Tensor]
@@ -108,8 +109,8 @@ class ReplacementTask:
 
     - Retain (target) batches hold target data ``x_t``: the loss is eq. 4,
       ``L(M(c_f), x_t) + L(M(c_t), x_t)``, where ``c_t`` is each example's label and ``c_f`` a forget condition
-      mapped to it (drawn uniformly with the global random state when several map to the same target, so a
-      replayed random state replays it).
+      mapped to it (drawn uniformly per example with the global random state when several map to the same
+      target, so a replayed random state replays it, and a data-parallel rank draws what one process would).
     - Forget batches hold forget data ``x_f``: the loss is eq. 7's ``L(M(c_f), x_f)``, ``c_f`` each example's
       label.
 
@@ -168,9 +169,9 @@ class ReplacementTask:
             sel = c_t == t
             if len(sources) == 1:
                 c_f[sel] = sources[0]
-            else:
-                pick = torch.randint(0, len(sources), (int(sel.sum()),), device=c_t.device)
-                c_f[sel] = torch.as_tensor(sources, device=c_t.device)[pick]
+            else:  # one draw per example of the batch (data-parallel ranks draw the global batch's, keep theirs)
+                pick = per_example_randint(0, len(sources), len(c_t), device=c_t.device)
+                c_f[sel] = torch.as_tensor(sources, device=c_t.device)[pick[sel]]
         return self.conditional_loss(model, x_t, c_f) + self.conditional_loss(model, x_t, c_t)
 
     def forget_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
