@@ -93,6 +93,19 @@ def methods() -> None:
 @click.option("--bn/--no-bn", "use_bn", default=True, show_default=True, help="Classifier: apply bn1.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--exclude-class",
+    "exclude_class",
+    default=None,
+    help="Train without these classes ('1' or '1,7'): the retrained gold standard of class unlearning.",
+)
+@click.option(
+    "--exclude-ids",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File of training-set indices to leave out (one per line or a JSON list): sample unlearning's gold standard.",
+)
+@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
 @click.option("--resume/--no-resume", default=True, show_default=True)
 def train(
@@ -106,12 +119,26 @@ def train(
     use_bn: bool,
     seed: int,
     device: str,
+    exclude_class: str | None,
+    exclude_ids: str | None,
+    threads: int | None,
     out: str,
     resume: bool,
 ) -> None:
-    """Train an original model (the paper's MNIST VAE or classifier)."""
+    """Train an original model (the paper's MNIST VAE or classifier), optionally without some data.
+
+    \b
+    genunlearn train vae --out runs/vae                          # the bundled model's recipe
+    genunlearn train vae --exclude-class 1 --out runs/vae-no1    # retrained without digit 1
+    genunlearn train vae --exclude-ids forget.txt --out runs/r   # retrained without those images
+    """
+    import torch
+
     from genunlearn.train import TrainConfig
     from genunlearn.train import train as run_train
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     is_vae = model == "vae"
     config = TrainConfig(
@@ -125,6 +152,8 @@ def train(
         use_bn=use_bn,
         lr_schedule=lr_schedule or ("constant" if is_vae else "cosine"),
         device=device,
+        exclude_classes=_parse_classes(exclude_class) if exclude_class else (),
+        exclude_ids=exclude_ids,
     )
     record = run_train(config, out, resume=resume)
     click.echo(json.dumps(record["final"]))

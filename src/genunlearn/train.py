@@ -8,6 +8,7 @@ The output directory holds ``model.safetensors`` (weights + metadata), ``optimiz
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from genunlearn.checkpoints import atomic_write, atomic_write_json, load_into, save_weights
 from genunlearn.data import ImageDataset, load_dataset
-from genunlearn.errors import CheckpointError
+from genunlearn.errors import CheckpointError, DataError
 from genunlearn.models import MNISTVAE, MNISTClassifier, count_parameters, vae_loss
 from genunlearn.provenance import record_start, run_record
 from genunlearn.runinfo import resolve_device, versions
@@ -40,6 +41,10 @@ class TrainConfig:
         use_bn: classifier only: apply ``bn1`` (the authors' forward skips it).
         lr_schedule: ``"constant"`` or ``"cosine"`` (cosine decay to 0 over ``epochs``).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        exclude_classes: train without every example of these classes (the retrained "gold standard" of
+            class unlearning: the original recipe without the forget data).
+        exclude_ids: a file of training-set indices to leave out (sample unlearning's gold standard; one
+            integer per line, ``#`` comments, or a JSON list); its sha256 is checked when a run resumes.
     """
 
     model: str
@@ -52,6 +57,59 @@ class TrainConfig:
     use_bn: bool = True
     lr_schedule: str = "constant"
     device: str = "auto"
+    exclude_classes: tuple[int, ...] = ()
+    exclude_ids: str | None = None
+
+
+def read_ids(path: str | Path) -> list[int]:
+    """Sample ids from a file: one integer per line (``#`` starts a comment) or a JSON list of integers."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise DataError(f"{p}: cannot read sample ids ({exc.strerror or exc})") from None
+    if text.lstrip().startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}: not a JSON list of sample ids ({exc.msg})") from None
+    else:
+        values = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        values = [v for v in values if v]
+    try:
+        ids = [int(v) for v in values]
+    except (TypeError, ValueError):
+        raise DataError(f"{p}: sample ids must be integers") from None
+    if not ids:
+        raise DataError(f"{p}: no sample ids")
+    return ids
+
+
+def training_mask(config: TrainConfig, labels: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the training examples the recipe uses (all but the excluded classes and ids)."""
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    if config.exclude_classes:
+        present = set(torch.unique(labels).tolist())
+        missing = [c for c in config.exclude_classes if c not in present]
+        if missing:
+            classes = sorted(present)
+            raise DataError(f"exclude class {missing[0]} does not exist in {config.dataset} (classes: {classes})")
+        keep &= ~torch.isin(labels, torch.tensor(list(config.exclude_classes), dtype=labels.dtype))
+    if config.exclude_ids is not None:
+        ids = torch.tensor(read_ids(config.exclude_ids), dtype=torch.int64)
+        if int(ids.min()) < 0 or int(ids.max()) >= len(labels):
+            raise DataError(f"{config.exclude_ids}: sample ids must lie in [0, {len(labels)})")
+        keep[ids] = False
+    if int(keep.sum()) < 2:
+        raise DataError("fewer than two training examples are left after the exclusions")
+    return keep
+
+
+def _same_config(stored: dict, config: TrainConfig) -> bool:
+    """A stored config (JSON) equals ``config``; fields added later count as their defaults when missing."""
+    now = json.loads(json.dumps(asdict(config)))
+    defaults = json.loads(json.dumps(asdict(TrainConfig(model=config.model))))
+    return {**{k: defaults[k] for k in now if k not in stored}, **stored} == now
 
 
 def _gen(seed: int, epoch: int, device: torch.device) -> torch.Generator:
@@ -117,17 +175,21 @@ def train(
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     state_path, weights_path, opt_path = out / "state.json", out / "model.safetensors", out / "optimizer.pt"
+    keep = training_mask(config, train_set.labels)
+    ids_sha = hashlib.sha256(Path(config.exclude_ids).read_bytes()).hexdigest() if config.exclude_ids else None
     history: list[dict] = []
     start_epoch = 0
     if resume and state_path.is_file():
         state = json.loads(state_path.read_text())
-        if state.get("config") != asdict(config):
+        if not _same_config(state.get("config", {}), config):
             raise CheckpointError(f"{state_path}: a run with a different config is in this directory")
+        if state.get("exclude_ids_sha256") != ids_sha:
+            raise CheckpointError(f"{state_path}: the excluded-ids file changed since this run started")
         load_into(model, weights_path)
         opt.load_state_dict(torch.load(opt_path, map_location=device, weights_only=True))
         start_epoch, history = state["epoch"], state["history"]
-    x_all = train_set.flat_float().to(device)
-    y_all = train_set.labels.to(device)
+    x_all = train_set.flat_float()[keep].to(device)
+    y_all = train_set.labels[keep].to(device)
     n = x_all.shape[0]
     t0 = time.perf_counter()
     bar = tqdm(
@@ -166,7 +228,10 @@ def train(
         bar.set_postfix(loss=f"{running / batches:.3f}")
         save_weights(model, weights_path, metadata=_metadata(config, history, build=build))
         atomic_write(opt_path, lambda tmp: torch.save(opt.state_dict(), tmp))
-        atomic_write_json(state_path, {"epoch": epoch + 1, "config": asdict(config), "history": history})
+        state = {"epoch": epoch + 1, "config": asdict(config), "history": history}
+        if ids_sha is not None:
+            state["exclude_ids_sha256"] = ids_sha
+        atomic_write_json(state_path, state)
     model.eval()
     if is_vae:
         final = {
@@ -180,11 +245,15 @@ def train(
         "parameters": count_parameters(model),
         "epochs_done": len(history),
         "complete": len(history) == config.epochs,
+        "training_examples": int(keep.sum()),
+        "excluded_examples": int((~keep).sum()),
         "final": final,
         "history": history,
         "seconds_this_session": time.perf_counter() - t0,
         "versions": versions(),
-        "provenance": run_record(config),
+        "provenance": run_record(
+            config, inputs={"exclude_ids": config.exclude_ids} if config.exclude_ids is not None else None
+        ),
     }
     save_weights(model, weights_path, metadata=_metadata(config, history, final, build))
     atomic_write_json(out / "record.json", record)
