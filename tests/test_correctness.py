@@ -255,6 +255,12 @@ _CHANGED = {
     "forget_cap": (1.0, "s-asc", {}),
     "beta_r": (0.1, "rep", {}),
     "fd_eps": (3e-2, "uno-fd", {}),
+    "forget_weight": (0.2, "gdiff", {}),
+    "adaptive_step": (False, "ngdiff", {"optimizer": "sgd"}),
+    "saliency_fraction": (0.2, "salun", {}),
+    "relabel_weight": (0.3, "salun", {}),
+    "ewc_lambda": (3.0, "amnesia", {}),
+    "replay_weight": (0.2, "amnesia", {}),
     "stop_at": (1.0, "uno", {}),
     "early_stop": (False, "uno", {"stop_at": 1.0}),
     "seed": (5, "uno", {}),
@@ -291,6 +297,14 @@ def _observable_run(config: UnlearnConfig):
     def replacement(m):
         return ((m(z[:8]) - target) ** 2).sum()
 
+    anchor = {n: p.detach().clone() + 0.1 for n, p in model.named_parameters()}
+    terms = {  # stand-ins for the peer methods' terms, each depending on the model
+        "relabel": lambda m, br, bf: _mse(m, torch.cat([bf[:, :4], torch.flip(bf[:, 4:], [0])], 1)),
+        "surrogate": lambda m, br, bf: ((m(z[:8]) - 0.5) ** 2).sum(),
+        "replay": lambda m, br, bf: ((m(z[8:16]) - target) ** 2).sum(),
+        "ewc": lambda m, br, bf: sum(((p - anchor[n]) ** 2).sum() for n, p in m.named_parameters()),
+    }
+
     res = unlearn(
         model,
         StandardTask(_mse),
@@ -299,6 +313,7 @@ def _observable_run(config: UnlearnConfig):
         config,
         hat=hat if METHODS[config.method].uses_classifier else None,
         replacement=replacement if METHODS[config.method].uses_replacement else None,
+        terms=terms,
         monitor=monitor,
         progress=False,
     )

@@ -25,11 +25,15 @@ from genunlearn.checkpoints import atomic_write_csv
 from genunlearn.data.batching import Data, data_length, infinite_batches, stream_generators
 from genunlearn.errors import ConfigError, DataError
 from genunlearn.eval.monitor import ForgetMonitor
-from genunlearn.methods import MethodParams, StepContext, get_method
+from genunlearn.methods import MethodParams, PrepareContext, StepContext, get_method, missing_term_message
 from genunlearn.methods.gradients import all_finite
 from genunlearn.objectives import HatTerm, Task
 
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: A named extra term: ``term(model, retain_batch, forget_batch) -> scalar loss`` on this step's batches
+#: (``retain_batch`` is ``None`` without retain data); see :data:`genunlearn.methods.TERMS`.
+Term = Callable[[nn.Module, Any, Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,14 @@ class UnlearnConfig:
         forget_cap: ``s-asc``: ascent stops once the forget loss exceeds this multiple of its first value.
         beta_r: weight of the latent replacement term (``rep``).
         fd_eps: ``uno-fd``: relative finite-difference step of the Hessian-vector products.
+        forget_weight: ``gdiff``: weight lambda of the forget loss in ``L_r - lambda L_f``.
+        adaptive_step: ``ngdiff``: step size by the generalized Newton rule on the retain loss (NGDiff's
+            automatic learning rate; acts with ``optimizer = "sgd"``, Adam normalises the scale away).
+        saliency_fraction: ``salun``: fraction of the weights with the largest forget-gradient magnitude that
+            train (SalUn: 0.5).
+        relabel_weight: ``salun``: weight of the relabelled-forget loss next to the retain loss.
+        ewc_lambda: ``amnesia``: weight of the EWC penalty (Selective Amnesia: 100).
+        replay_weight: ``amnesia``: weight of the generative replay loss (Selective Amnesia: 1).
         stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); 0 (or ``None``) disables it.
         early_stop: stop at the first monitor reading below ``stop_at`` (else run all ``steps``).
         seed: seeds initial RNG state and batch order.
@@ -81,6 +93,12 @@ class UnlearnConfig:
     forget_cap: float = 1.5
     beta_r: float = 10.0
     fd_eps: float = 3e-4
+    forget_weight: float = 1.0
+    adaptive_step: bool = True
+    saliency_fraction: float = 0.5
+    relabel_weight: float = 1.0
+    ewc_lambda: float = 100.0
+    replay_weight: float = 1.0
     stop_at: float | None = 0.02
     early_stop: bool = True
     seed: int = 0
@@ -106,6 +124,14 @@ class UnlearnConfig:
             ),
             (self.beta_o >= 0 and self.beta_h >= 0 and self.beta_r >= 0, "beta_o, beta_h and beta_r must be >= 0"),
             (self.fd_eps > 0, f"fd_eps must be > 0, got {self.fd_eps}"),
+            (
+                0 < self.saliency_fraction <= 1,
+                f"saliency_fraction must lie in (0, 1], got {self.saliency_fraction}",
+            ),
+            (
+                min(self.forget_weight, self.relabel_weight, self.ewc_lambda, self.replay_weight) >= 0,
+                "forget_weight, relabel_weight, ewc_lambda and replay_weight must be >= 0",
+            ),
             (self.precision in _DTYPES, f"precision must be one of {', '.join(_DTYPES)}, got {self.precision!r}"),
             (
                 self.stop_at is None or 0 <= self.stop_at <= 1,
@@ -128,6 +154,13 @@ class UnlearnConfig:
             forget_cap=self.forget_cap,
             beta_r=self.beta_r,
             fd_eps=self.fd_eps,
+            forget_weight=self.forget_weight,
+            adaptive_step=self.adaptive_step,
+            saliency_fraction=self.saliency_fraction,
+            relabel_weight=self.relabel_weight,
+            ewc_lambda=self.ewc_lambda,
+            replay_weight=self.replay_weight,
+            lr=self.lr,
         )
 
 
@@ -137,6 +170,8 @@ class UnlearnResult:
 
     ``updates_to_unlearn`` is the number of updates after which the monitor first read below
     ``stop_at`` (``None`` if never); ``time_to_unlearn_s`` the compute time of those updates.
+    ``setup_time_s`` is the method's one-off work before the first update (SalUn's saliency mask; 0 for most
+    methods), counted in the compute time and so in ``time_to_unlearn_s``.
     ``time_per_step_s`` is the median step time, ``time_per_step_mean_s`` the mean; for alternating methods
     (``a-d``, ``uno-s`` ...) ``time_per_phase_s`` holds the median of each phase (``"0"``: even steps,
     ``"1"``: odd steps), since the median of an even/odd mix is one phase's cost or a midpoint.
@@ -151,6 +186,7 @@ class UnlearnResult:
     forget_fraction_final: float | None
     time_per_step_mean_s: float | None = None
     time_per_phase_s: dict[str, float] | None = None
+    setup_time_s: float = 0.0
     log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -192,6 +228,7 @@ def unlearn(
     *,
     hat: HatTerm | None = None,
     replacement: Callable[[nn.Module], torch.Tensor] | None = None,
+    terms: Mapping[str, Term] | None = None,
     monitor: ForgetMonitor | None = None,
     extra_monitors: Mapping[str, ForgetMonitor] | None = None,
     log_path: str | Path | None = None,
@@ -213,6 +250,9 @@ def unlearn(
         hat: the classifier term, required by classifier-assisted methods.
         replacement: the latent replacement term (:class:`~genunlearn.objectives.LatentReplacement`),
             required by ``rep`` methods.
+        terms: named extra terms (:data:`genunlearn.methods.TERMS`) for methods that declare them (``salun``:
+            ``relabel``; ``amnesia``: ``surrogate``, ``replay``, ``ewc``; ``esd``: ``negative_guidance``; ``siss``:
+            ``siss``); :mod:`genunlearn.objectives.peer_terms` builds them for VAEs and diffusion models.
         monitor: measures the forget fraction before the first and after every update (drives stopping).
         extra_monitors: further monitors, logged as ``forget_fraction_<name>`` (not used for stopping).
         log_path: if given, the per-step log is written there as CSV.
@@ -232,6 +272,9 @@ def unlearn(
         raise ConfigError(f"method {config.method!r} needs a classifier (hat term)")
     if method.uses_replacement and replacement is None:
         raise ConfigError(f"method {config.method!r} needs a latent replacement term")
+    for name in method.terms:
+        if name not in (terms or {}):
+            raise ConfigError(missing_term_message(name, terms or {}, config.method))
     if data_length(forget_data) == 0:
         raise DataError("empty forget set")
     has_retain = data_length(retain_data) > 0
@@ -252,6 +295,7 @@ def unlearn(
             config,
             hat=hat,
             replacement=replacement,
+            terms=dict(terms or {}),
             monitor=monitor,
             extra_monitors=extra_monitors,
             log_path=log_path,
@@ -272,6 +316,7 @@ def _run(
     *,
     hat: HatTerm | None,
     replacement: Callable[[nn.Module], torch.Tensor] | None,
+    terms: dict[str, Term],
     monitor: ForgetMonitor | None,
     extra_monitors: Mapping[str, ForgetMonitor] | None,
     log_path: str | Path | None,
@@ -319,6 +364,32 @@ def _run(
         log.append({"step": step, "compute_time_s": compute, **row})
 
     amp = _DTYPES[config.precision]
+    setup_time = 0.0
+    if method.prepares:  # one-off work (SalUn's mask) on one seeded pass over the forget data, timed
+        gen_p = stream_generators(config.seed, streams=3)[2]
+        n_f = data_length(forget_data)
+        passes = infinite_batches(forget_data, config.batch_size, gen_p, device=device, num_workers=num_workers)
+        batches = [next(passes) for _ in range(max(1, n_f // min(config.batch_size, n_f)))]
+        saved = [b.detach().clone() for b in buffers]
+        with adapter.step_modes(config.bn_mode, config.dropout):
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                method.prepare(
+                    PrepareContext(
+                        params=params,
+                        forget_losses=[lambda b=b: task.forget_loss(model, b) for b in batches],
+                        hp=hp,
+                        buffers=buffers,
+                    )
+                )
+            _sync(device)
+            setup_time = time.perf_counter() - t0
+        with torch.no_grad():  # the pass must not move BatchNorm statistics: the run starts from the original
+            for b, v in zip(buffers, saved, strict=True):
+                b.copy_(v)
+        del batches, passes
+        compute = setup_time
     observe(0, {})
     bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
     steps_run = 0
@@ -337,6 +408,11 @@ def _run(
             step=k,
             hp=hp,
             buffers=buffers,
+            terms={
+                name: (lambda t=t, xb_r=xb_r, xb_f=xb_f: t(model, xb_r, xb_f))
+                for name, t in terms.items()
+                if name in method.terms
+            },
         )
         with torch.no_grad():  # the last finite state, kept outside the timed region
             torch._foreach_copy_(snapshot, [t.detach() for t in state])
@@ -389,6 +465,7 @@ def _run(
         forget_fraction_final=fraction,
         time_per_step_mean_s=statistics.fmean(step_times) if step_times else None,
         time_per_phase_s={ph: statistics.median(ts) for ph, ts in sorted(phase_times.items())} or None,
+        setup_time_s=setup_time,
         log=log,
     )
 

@@ -108,11 +108,17 @@ class UnlearnSession:
         else:
             self.targets = ()
             self.split = ForgetSplit.by_class(labels, self.forget_classes)
-            self.retain_data = self.data.subset(self.split.retain)
-            self.forget_data = self.data.subset(self.split.forget)
+            if getattr(self.bundle.objective, "conditional_model", False):  # a class-conditional loss needs labels
+                self.retain_data = self._labelled(self.split.retain)
+                self.forget_data = self._labelled(self.split.forget)
+            else:
+                self.retain_data = self.data.subset(self.split.retain)
+                self.forget_data = self.data.subset(self.split.forget)
         self._original = copy.deepcopy(self.bundle.model)
         self._fid: dict[str, ClassifierFID] = {}
         self._replacements: dict[tuple, LatentReplacement] = {}
+        self._terms: dict[tuple, dict[str, Any]] = {}
+        self.terms_setup_s: dict[str, float] = {}
 
     def _labelled(self, index: torch.Tensor) -> Any:
         """Examples at ``index`` with their labels: a ``(x, y)`` tensor pair or a subset of the dataset."""
@@ -199,6 +205,63 @@ class UnlearnSession:
             )
         return self._replacements[key]
 
+    def terms(self, names: tuple[str, ...], objective: ObjectiveConfig, batch_size: int) -> dict[str, Any]:
+        """The peer methods' extra terms (:mod:`genunlearn.objectives.peer_terms`), built once per options.
+
+        The bundle's own ``peer_terms(names, objective, batch_size)`` is used when it has one; otherwise encoder-
+        decoder models (``replacement_likelihood`` set) get the VAE versions and models trained with a
+        :class:`~genunlearn.objectives.DiffusionObjective` the diffusion versions. The seconds each build took
+        are in :attr:`terms_setup_s` (SA's Fisher estimate is the expensive one).
+        """
+        from genunlearn.objectives.diffusion import DiffusionObjective
+        from genunlearn.objectives.peer_terms import diffusion_terms, vae_terms
+
+        if not names:
+            return {}
+        key = (names, objective, batch_size)
+        if key not in self._terms:
+            t0 = time.perf_counter()
+            obj = _with_reduction(self.bundle.objective, objective.loss_reduction)
+            custom = getattr(self.bundle, "peer_terms", None)
+            if custom is not None:
+                built = dict(custom(names, objective, batch_size))
+            elif self.bundle.replacement_likelihood is not None:
+                built = vae_terms(
+                    names,
+                    self.fresh_model(),
+                    _inputs(self.retain_data),
+                    _inputs(self.forget_data),
+                    likelihood=self.bundle.replacement_likelihood,
+                    reduction=objective.loss_reduction,
+                    samples=batch_size,
+                    fisher_samples=objective.fisher_samples,
+                    device=self.device,
+                )
+            elif isinstance(obj, DiffusionObjective):
+                built = diffusion_terms(
+                    names,
+                    self.fresh_model(),
+                    obj,
+                    num_classes=self.bundle.num_classes,
+                    forget_classes=self.forget_classes,
+                    n_data=len(self.data.labels),
+                    n_forget=int(self.split.forget.numel()),
+                    guidance=objective.guidance,
+                    siss_mixture=objective.siss_mixture,
+                    siss_forget_scale=objective.siss_forget_scale,
+                )
+            else:
+                raise ConfigError(
+                    f"the terms {', '.join(names)} need a VAE (encode/decode) or a diffusion model, or a bundle "
+                    "with peer_terms(names, objective, batch_size)"
+                )
+            missing = [n for n in names if n not in built]
+            if missing:
+                raise ConfigError(f"this model provides no term {missing[0]!r}")
+            self._terms[key] = built
+            self.terms_setup_s[",".join(names)] = time.perf_counter() - t0
+        return self._terms[key]
+
     def _real_fid(self, key: str) -> ClassifierFID:
         if key not in self._fid:
             if self.classifier is None:
@@ -282,6 +345,7 @@ class UnlearnSession:
             config,
             hat=self.hat(objective) if method.uses_classifier else None,
             replacement=self.replacement(objective, config.batch_size) if method.uses_replacement else None,
+            terms=self.terms(method.terms, objective, config.batch_size),
             monitor=monitor or self.monitor(config.seed),
             extra_monitors=extra_monitors,
             log_path=log_path,
@@ -314,6 +378,11 @@ class UnlearnSession:
                 ) from None
             if loss.ndim != 0:
                 raise DataError(f"the objective returned a loss of shape {tuple(loss.shape)}, expected a scalar")
+
+
+def _inputs(data: Any) -> Any:
+    """The examples of a data set without labels: ``x`` of an ``(x, y)`` pair, else the data itself."""
+    return data[0] if isinstance(data, tuple) else data
 
 
 def _first_two(data: Any, device: torch.device) -> Any:
@@ -365,6 +434,7 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "forget": list(session.forget_classes),
         "replace_with": list(session.targets),
         "forget_set_size": int(session.split.forget.numel()),
+        "terms_setup_s": session.terms_setup_s.get(",".join(METHODS[cfg.unlearn.method].terms)),
         "retain_set_size": int(session.split.retain.numel()),
         "config": asdict(cfg.unlearn),
         "objective": asdict(cfg.objective),

@@ -111,6 +111,9 @@ class ModelBundle:
         load_fresh: returns a new copy of the original model (default: a deep copy of the first one).
         info: free-form facts for records; ``info["inputs"]`` (name -> file path) lists the weight files read,
             recorded with their sha256 in every run's provenance.
+        peer_terms: optional ``peer_terms(names, objective_config, batch_size) -> {name: term}``: the peer
+            methods' extra terms (:data:`genunlearn.methods.TERMS`) for a model that is neither a VAE nor
+            trained with a ``DiffusionObjective`` (or to replace genunlearn's versions).
     """
 
     model: nn.Module | ModelAdapter
@@ -124,6 +127,7 @@ class ModelBundle:
     description: str = ""
     load_fresh: Callable[[], nn.Module | ModelAdapter] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    peer_terms: Callable[..., Any] | None = None
 
     @property
     def adapter(self) -> ModelAdapter:
