@@ -66,7 +66,7 @@ def methods() -> None:
 @click.argument("model", type=click.Choice(["vae", "classifier", "dit"]))
 @click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
-@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier), 20 (dit).")
+@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier), 12 (dit).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW).")
 @click.option(
@@ -111,7 +111,7 @@ def train(
         dit_config = DiTTrainConfig(
             dataset=dataset,
             data_dir=data_dir,
-            epochs=epochs or 20,
+            epochs=epochs or 12,
             batch_size=batch_size,
             lr=lr or 5e-4,
             lr_schedule=lr_schedule or "cosine",

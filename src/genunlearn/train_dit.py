@@ -57,7 +57,7 @@ class DiTTrainConfig:
 
     dataset: str = "mnist"
     data_dir: str | None = None
-    epochs: int = 20
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 5e-4
     weight_decay: float = 0.0
