@@ -239,3 +239,33 @@ def test_bundled_dit_generates_the_requested_digits():
     images = sample(model, labels, noise, steps=10, guidance_scale=2.0)
     pred = load_model("mnist-classifier")(images).argmax(1)
     assert float((pred == labels).float().mean()) >= 0.8
+
+
+def test_quality_evaluation_writes_accuracy_fid_and_grid(tmp_path):
+    from genunlearn.data import load_dataset
+    from genunlearn.experiments.dit_eval import evaluate_dit, markdown_table, parse_settings
+
+    settings = parse_settings("ddim:2:2,dpm++:2:1")
+    reference = load_dataset("mnist", "train").flat_float(torch.arange(300))
+    result = evaluate_dit(
+        _tiny(), settings, samples_per_class=3, out=tmp_path, progress=False, reference_images=reference
+    )
+    assert [r["setting"] for r in result["settings"]] == ["ddim-2-g2", "dpm++-2-g1"]
+    first = result["settings"][0]
+    assert first["samples"] == 30 and 0 <= first["accuracy"] <= 1 and len(first["per_class"]) == 10
+    assert [r["network_evaluations_per_image"] for r in result["settings"]] == [4, 2]
+    assert set(result["references"]) == {"real_test_images", "mnist_vae_bundled"}
+    assert result["fid_reference_images"] == 300 and "| ddim | 2 | 2 | 4 |" in markdown_table(result)
+    from PIL import Image
+
+    with Image.open(tmp_path / "samples.png") as im:
+        assert im.width > im.height > 10 * 28
+
+
+def test_quality_command_reports_a_missing_checkpoint(tmp_path):
+    from click.testing import CliRunner
+
+    from genunlearn.experiments.dit_eval import main
+
+    res = CliRunner().invoke(main, ["--checkpoint", str(tmp_path / "none.safetensors"), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "checkpoint not found" in res.output

@@ -285,7 +285,7 @@ def train_dit(
         "train_seconds_total": sum(h["seconds"] for h in history),
         "seconds_this_session": time.perf_counter() - t_session,
         "weights": "model.safetensors holds the EMA weights (used for sampling); raw.safetensors the trained ones",
-        "versions": {**versions(), **_extra_versions()},
+        "versions": versions(),
     }
     if history:
         save_weights(ema.module, paths["ema"], metadata={**meta, "final": final})
@@ -317,15 +317,3 @@ def _metadata(config: DiTTrainConfig, model: MnistDiT, n_classes: int) -> dict:
         "train_config": asdict(config),
         "dataset_classes": n_classes,
     }
-
-
-def _extra_versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for pkg in ("diffusers",):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
