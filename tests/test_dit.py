@@ -61,6 +61,22 @@ def test_train_mode_forward_is_deterministic_and_conditions_on_the_label():
     assert torch.equal(model(x, 500, y)[2], model(x, torch.tensor(500), y)[2])
 
 
+def test_forward_converts_the_transformers_velocity_to_the_noise():
+    model = _tiny(torch.float64)
+    x, t, y = torch.randn(3, 1, 28, 28, dtype=torch.float64), torch.tensor([0, 400, 999]), torch.tensor([2, 5, 10])
+    v = model.transformer(x, timestep=t, class_labels=y, return_dict=False)[0]
+    a = model.make_scheduler().alphas_cumprod.double()[t].view(3, 1, 1, 1)
+    torch.testing.assert_close(model(x, t, y), a.sqrt() * v + (1 - a).sqrt() * x)
+    # the clean-image estimate at the last step is -v, not an error amplified by 1/sqrt(a)
+    x0 = (x - (1 - a).sqrt() * model(x, t, y)) / a.sqrt()
+    torch.testing.assert_close(x0, a.sqrt() * x - (1 - a).sqrt() * v)
+    eps_model = MnistDiT(**TINY, output="eps").double()
+    eps_model.load_state_dict(model.state_dict())
+    torch.testing.assert_close(eps_model(x, t, y), v)
+    with pytest.raises(ValueError, match="output must be"):
+        MnistDiT(output="x0")
+
+
 def test_loss_shapes_reductions_and_backprop():
     model = _tiny()
     x, y = _batch()
