@@ -78,17 +78,17 @@ def methods() -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Choice(["vae", "classifier"]))
+@click.argument("model", type=click.Choice(["vae", "classifier", "dit"]))
 @click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
-@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier).")
+@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier), 12 (dit).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW).")
 @click.option(
     "--lr-schedule",
     type=click.Choice(["constant", "cosine"]),
     default=None,
-    help="Default: constant (vae), cosine (classifier).",
+    help="Default: constant (vae), cosine (classifier; dit after a 500-step warm-up).",
 )
 @click.option("--bn/--no-bn", "use_bn", default=True, show_default=True, help="Classifier: apply bn1.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -105,40 +105,63 @@ def methods() -> None:
     default=None,
     help="File of training-set indices to leave out (one per line or a JSON list): sample unlearning's gold standard.",
 )
-@click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
 @click.option("--resume/--no-resume", default=True, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
 def train(
     model: str,
     dataset: str,
     data_dir: str | None,
     epochs: int | None,
     batch_size: int,
-    lr: float,
+    lr: float | None,
     lr_schedule: str | None,
     use_bn: bool,
     seed: int,
     device: str,
     exclude_class: str | None,
     exclude_ids: str | None,
-    threads: int | None,
     out: str,
     resume: bool,
+    threads: int | None,
 ) -> None:
-    """Train an original model (the paper's MNIST VAE or classifier), optionally without some data.
+    """Train an original model (the paper's MNIST VAE or classifier, or the class-conditional DiT).
 
     \b
     genunlearn train vae --out runs/vae                          # the bundled model's recipe
     genunlearn train vae --exclude-class 1 --out runs/vae-no1    # retrained without digit 1
     genunlearn train vae --exclude-ids forget.txt --out runs/r   # retrained without those images
     """
-    import torch
-
-    from genunlearn.train import TrainConfig
-    from genunlearn.train import train as run_train
+    from genunlearn.errors import ConfigError
 
     if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be >= 1")
+        import torch
+
         torch.set_num_threads(threads)
+    if model == "dit":
+        from genunlearn.train_dit import DiTTrainConfig, train_dit
+
+        if exclude_class or exclude_ids:
+            raise ConfigError("--exclude-class / --exclude-ids are implemented for the VAE and the classifier only")
+
+        dit_config = DiTTrainConfig(
+            dataset=dataset,
+            data_dir=data_dir,
+            epochs=epochs or 12,
+            batch_size=batch_size,
+            lr=lr or 5e-4,
+            lr_schedule=lr_schedule or "cosine",
+            seed=seed,
+            device=device,
+        )
+        record = train_dit(dit_config, out, resume=resume)
+        click.echo(json.dumps(record["final"]))
+        click.echo(f"weights (EMA): {Path(out) / 'model.safetensors'}")
+        return
+    from genunlearn.train import TrainConfig
+    from genunlearn.train import train as run_train
 
     is_vae = model == "vae"
     config = TrainConfig(
@@ -147,7 +170,7 @@ def train(
         data_dir=data_dir,
         epochs=epochs or (200 if is_vae else 20),
         batch_size=batch_size,
-        lr=lr,
+        lr=lr or 1e-3,
         seed=seed,
         use_bn=use_bn,
         lr_schedule=lr_schedule or ("constant" if is_vae else "cosine"),

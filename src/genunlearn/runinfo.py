@@ -14,7 +14,7 @@ import torch
 def versions() -> dict[str, str]:
     """Versions of Python, genunlearn and the libraries that shape results."""
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for pkg in ("genunlearn", "torch", "numpy", "torchmetrics", "safetensors"):
+    for pkg in ("genunlearn", "torch", "numpy", "torchmetrics", "safetensors", "diffusers"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -1,7 +1,7 @@
 """Model registry: a name maps to a builder, bundled weights and (optionally) the paper authors' weights.
 
 >>> sorted(MODELS)
-['mnist-classifier', 'mnist-vae']
+['mnist-classifier', 'mnist-dit', 'mnist-vae']
 """
 
 from __future__ import annotations
@@ -76,6 +76,25 @@ register_model(
         ),
         bundled="mnist-classifier.safetensors",
         authors_file="classifier.safetensors",
+        dataset="mnist",
+    )
+)
+
+
+def _build_dit(**options: Any) -> nn.Module:
+    from genunlearn.models.mnist_dit import MnistDiT  # imports diffusers: only when a DiT is built
+
+    return MnistDiT(**options)
+
+
+register_model(
+    ModelSpec(
+        name="mnist-dit",
+        kind="generator",
+        description="class-conditional pixel-space DiT (diffusers, 1.43M params), DDPM eps, CFG null label 10",
+        build=_build_dit,
+        bundled="mnist-dit.safetensors",
+        authors_file=None,
         dataset="mnist",
     )
 )
