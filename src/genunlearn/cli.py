@@ -323,6 +323,87 @@ def bench_mnist(
     click.echo(result["table"])
 
 
+@bench.command("compare")
+@click.option("--model", default="mnist-vae", show_default=True, help="A registered model (genunlearn models).")
+@click.option("--forget", default="1", show_default=True, help="Class(es) to forget.")
+@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--methods", default=None, help="Comma-separated entries (default: all; see --list).")
+@click.option(
+    "--retrained",
+    default=None,
+    help="Comma-separated weights of models retrained without the forget data (genunlearn train vae --exclude-class).",
+)
+@click.option(
+    "--independent-classifier",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A second classifier re-measuring the forget fraction (e.g. the UNO authors' MNIST classifier).",
+)
+@click.option("--steps", type=int, default=None, help="K (default 530; --quick: 12).")
+@click.option("--fid-samples", type=int, default=None, help="Default 25,000 (--quick: 1,000).")
+@click.option("--gold-samples", type=int, default=None, help="Shared latents of the final measures (default 10,000).")
+@click.option("--quick", is_flag=True, help="A small smoke run: 1 seed, 12 updates, small samples.")
+@click.option("--list", "list_entries", is_flag=True, help="List the entries and exit.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (resumable).")
+def bench_compare(
+    model: str,
+    forget: str,
+    seeds: int,
+    methods: str | None,
+    retrained: str | None,
+    independent_classifier: str | None,
+    steps: int | None,
+    fid_samples: int | None,
+    gold_samples: int | None,
+    quick: bool,
+    list_entries: bool,
+    device: str,
+    out: str | None,
+) -> None:
+    """Every method side by side against the retrained model: results.json, table.md/csv, figures/ in --out.
+
+    \b
+    genunlearn bench compare --model mnist-vae --forget 1 --seeds 5 \\
+        --retrained runs/retrain/vae-no1-seed0/model.safetensors,runs/retrain/vae-no1-seed1/model.safetensors \\
+        --independent-classifier ../shared/anchors/uno-paper-mnist/classifier.safetensors --out results/compare/x
+    """
+    from dataclasses import replace
+
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.compare import ENTRIES, FAMILIES, CompareSettings, run_compare
+
+    if list_entries:
+        for e in ENTRIES:
+            click.echo(f"{e.key:12s} {FAMILIES.get(e.key, ''):20s} {e.label}")
+        return
+    if out is None:
+        raise ConfigError("--out is required")
+    settings = CompareSettings.quick() if quick else CompareSettings(seeds=seeds)
+    for name, value in (("steps", steps), ("fid_samples", fid_samples), ("gold_samples", gold_samples)):
+        if value is not None:
+            settings = replace(settings, **{name: value})
+    paths = [p.strip() for p in retrained.split(",") if p.strip()] if retrained else []
+    for p in paths:
+        if not Path(p).is_file():
+            raise ConfigError(f"{p}: retrained weights not found")
+    command = " ".join(shlex.quote(a) for a in ["genunlearn", *sys.argv[1:]])
+    result = run_compare(
+        out,
+        model=model,
+        forget=_parse_classes(forget),
+        retrained=paths,
+        independent_classifier=independent_classifier,
+        settings=settings,
+        entries=[m.strip() for m in methods.split(",")] if methods else None,
+        device=device,
+        command=command,
+    )
+    from genunlearn.experiments.compare import render_table
+
+    click.echo(render_table(result))
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--check", is_flag=True, help="Write nothing; print the first difference and exit with status 1.")

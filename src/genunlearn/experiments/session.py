@@ -193,6 +193,7 @@ class UnlearnSession:
             raise ConfigError("rep needs an encoder-decoder model (a VAE with encode/decode); this model has none")
         key = (objective.replace_neighbors, objective.loss_reduction, batch_size)
         if key not in self._replacements:
+            t0 = time.perf_counter()
             self._replacements[key] = LatentReplacement.for_vae(
                 self.fresh_model(),
                 self.retain_data,
@@ -203,6 +204,7 @@ class UnlearnSession:
                 reduction=objective.loss_reduction,
                 device=self.device,
             )
+            self.terms_setup_s["rep"] = time.perf_counter() - t0
         return self._replacements[key]
 
     def terms(self, names: tuple[str, ...], objective: ObjectiveConfig, batch_size: int) -> dict[str, Any]:
@@ -434,7 +436,9 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "forget": list(session.forget_classes),
         "replace_with": list(session.targets),
         "forget_set_size": int(session.split.forget.numel()),
-        "terms_setup_s": session.terms_setup_s.get(",".join(METHODS[cfg.unlearn.method].terms)),
+        "terms_setup_s": session.terms_setup_s.get(
+            "rep" if METHODS[cfg.unlearn.method].uses_replacement else ",".join(METHODS[cfg.unlearn.method].terms)
+        ),
         "retain_set_size": int(session.split.retain.numel()),
         "config": asdict(cfg.unlearn),
         "objective": asdict(cfg.objective),

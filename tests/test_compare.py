@@ -1,0 +1,78 @@
+"""Collateral change (a reusable measure) and the comparison bench end to end on a tiny setting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genunlearn.errors import ConfigError
+from genunlearn.eval.collateral import CollateralChange, histogram_tv, retained_proportions, total_variation
+
+
+def test_collateral_change_counts_only_inputs_that_were_retained_classes():
+    m = CollateralChange(num_classes=4, forget_classes=[1])
+    # batch 1: a 0 stays, a 1 becomes 2 (not collateral: it had to change), a 2 becomes 3 (collateral)
+    m.update(torch.tensor([0, 1, 2]), torch.tensor([0, 2, 3]))
+    # batch 2: a 3 stays, a 1 stays a 1 (not collateral either way)
+    m.update(torch.tensor([3, 1]), torch.tensor([3, 1]))
+    r = m.compute()
+    assert (r["changed"], r["retained_inputs"]) == (1, 3)
+    assert r["changed_share"] == pytest.approx(1 / 3)
+    assert r["original_counts"] == [1, 2, 1, 1] and r["new_counts"] == [1, 1, 1, 2]
+    # retained proportions: original (0, 2, 3) = 1/3 each; new 0: 1/4, 2: 1/4, 3: 2/4
+    assert r["retained_tv"] == pytest.approx(0.5 * (abs(1 / 3 - 1 / 4) * 2 + abs(1 / 3 - 1 / 2)))
+    m.reset()
+    assert m.compute()["changed_share"] is None
+    with pytest.raises(ConfigError, match="the inputs must be the same"):
+        m.update(torch.tensor([0, 1]), torch.tensor([0]))
+    with pytest.raises(ConfigError, match="forget class 7"):
+        CollateralChange(num_classes=4, forget_classes=[7])
+
+
+def test_a_relabelled_copy_changes_everything_and_a_permutation_keeps_the_mix():
+    """Every retained input changing class to another retained class: changed share 1, but if the classes are
+    only permuted among themselves with equal counts, the retained mix (TV) does not move."""
+    orig = torch.tensor([0, 2, 3] * 10)
+    perm = torch.tensor([2, 3, 0] * 10)
+    m = CollateralChange(num_classes=4, forget_classes=[1])
+    m.update(orig, perm)
+    r = m.compute()
+    assert r["changed_share"] == 1.0 and r["retained_tv"] == pytest.approx(0.0)
+
+
+def test_histogram_helpers():
+    assert histogram_tv([5, 5], [10, 0]) == pytest.approx(0.5)
+    p = retained_proportions([2, 6, 2], forget_classes=[1])
+    assert p.tolist() == [0.5, 0.0, 0.5]
+    assert total_variation(p, torch.tensor([1.0, 0.0, 0.0])) == pytest.approx(0.5)
+
+
+def test_compare_bench_runs_and_measures_distance_and_collateral(tmp_path, capsys):
+    """A tiny comparison on the bundled VAE: the bundled weights stand in for a "retrained" model, so the original's
+    distance to it is zero, and a resumed run recomputes nothing."""
+    from genunlearn.models.registry import bundled_weights
+    from tests.test_cli import run
+
+    out = tmp_path / "cmp"
+    argv = [
+        "bench", "compare", "--quick", "--methods", "d,gdiff", "--steps", "2", "--fid-samples", "300",
+        "--gold-samples", "300", "--retrained", str(bundled_weights("mnist-vae")), "--out", str(out),
+    ]  # fmt: skip
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    result = json.loads((out / "results.json").read_text())
+    original = result["references"][0]
+    assert original["fid_to_retrained"] == pytest.approx(0.0, abs=1e-3)
+    assert original["histogram_tv"] == 0.0 and original["forget_fraction_gap"] == 0.0
+    rows = {r["entry"]: r for r in result["rows"]}
+    assert set(rows) == {"d", "gdiff"}
+    for r in rows.values():
+        assert 0 <= r["changed_share"][0] <= 1 and r["fid_to_retrained"][0] > 0
+    assert (out / "table.md").read_text().startswith("# mnist-vae, forget 1")
+    assert {p.name for p in (out / "figures").iterdir()} >= {"tradeoff.png", "grids.png", "histograms.png"}
+    record = out / "runs" / "gdiff" / "seed0.json"
+    before = record.stat().st_mtime_ns
+    assert run(argv, capsys)[0] == 0
+    assert record.stat().st_mtime_ns == before  # resumed: the run and its gold measures were kept
