@@ -399,7 +399,7 @@ def run_compare(
     gold = Gold(session, s.gold_samples, independent, retrained, loader)
     records: dict[str, list[dict]] = {}
     models0: dict[str, nn.Module] = {}
-    jobs = [(known[k], seed) for k in chosen for seed in range(s.seeds)]
+    jobs = [(known[k], seed) for seed in range(s.seeds) for k in chosen]  # all entries of a seed first
     t0 = time.perf_counter()
     for entry, seed in tqdm(jobs, desc="compare", disable=not progress):
         path = out / "runs" / entry.key / f"seed{seed}.json"
