@@ -381,3 +381,33 @@ def test_siss_pairs_forget_examples_with_retained_ones_of_their_class():
     forget = (torch.rand(2, 1, 2, 2), torch.tensor([2, 1]))
     term(model, retain, forget)
     assert model.calls[-1][1].tolist() == [2]  # the class-1 forget example has no partner and is dropped
+
+
+def test_diffusion_peers_run_on_the_mnist_dit_through_the_diffusion_objective():
+    """ESD, SalUn and SISS on a tiny MnistDiT (diffusers' DiTTransformer2DModel): the terms reach the model through
+    DiffusionObjective exactly as for the toy denoiser, and only parameters move (the DiT bundle is not on main yet)."""
+    from genunlearn.methods import METHODS
+    from genunlearn.models.mnist_dit import MnistDiT, to_model_space
+    from genunlearn.objectives.peer_terms import diffusion_terms
+    from tests.test_dit import _tiny
+
+    dit = _tiny()
+    obj = DiffusionObjective(
+        dit.make_scheduler(), null_label=dit.null_label, preprocess=lambda x: to_model_space(x, dit)
+    )
+    g = torch.Generator().manual_seed(0)
+    retain = (torch.rand(8, 784, generator=g), torch.tensor([0, 2, 3, 1, 0, 2, 3, 0]))
+    forget_class = (torch.rand(4, 784, generator=g), torch.full((4,), 1))
+    forget_samples = (torch.rand(4, 784, generator=g), torch.tensor([0, 2, 0, 3]))  # SISS: data unlearning
+    for method in ("esd", "salun", "siss"):
+        forget = forget_samples if method == "siss" else forget_class
+        model = copy.deepcopy(dit)
+        assert isinstance(model, MnistDiT)
+        terms = diffusion_terms(
+            METHODS[method].terms, model, obj, num_classes=10, forget_classes=[1], n_data=12, n_forget=4
+        )
+        before = [p.detach().clone() for p in model.parameters()]
+        cfg = UnlearnConfig(method=method, steps=2, batch_size=4, stop_at=None)
+        res = unlearn(model, StandardTask(obj), retain, forget, cfg, terms=terms, progress=False)
+        assert res.status == "completed"
+        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True)), method
