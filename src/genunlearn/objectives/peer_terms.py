@@ -303,8 +303,10 @@ class SISSLoss:
 
         n/(n-k) q(x_t|x)/q_mix |eps_theta(x_t) - eps_x|^2 - s k/(n-k) q(x_t|a)/q_mix |eps_theta(x_t) - eps_a|^2
 
-    with ``eps_x = (x_t - sqrt(abar_t) x) / sqrt(1 - abar_t)`` (and likewise for ``a``): an unbiased estimate of
-    ``n/(n-k) L(data) - s k/(n-k) L(forget)`` from one forward pass. Epsilon-prediction models. A class-
+    with ``eps_x = (x_t - sqrt(abar_t) x) / sqrt(1 - abar_t)`` (and likewise for ``a``) and ``x`` drawn from the
+    whole training set (a retain example, or with probability ``k/n`` the pair's forget example): an unbiased
+    estimate of ``n/(n-k) L(data) - s k/(n-k) L(forget) = L(retained data) + (1 - s) k/(n-k) L(forget)`` from one
+    forward pass (``s = 1``: the loss of the data without the forget set). Epsilon-prediction models. A class-
     conditional model is called with the pair's label: each forget example is paired with a retain example of
     the same class from the retain batch (data unlearning inside classes; pairs without one are dropped).
 
@@ -355,6 +357,10 @@ class SISSLoss:
             raise DataError("SISS needs retain data")
         x, a, y = self._pairs(retain_batch, forget_batch)
         b = x.shape[0]
+        n, k = self.n_data, self.n_forget
+        # SISS draws x from the whole training set: a retain example, or (probability k/n) the pair's forget one
+        swap = (torch.rand(b, device=x.device) < k / n).reshape(b, *([1] * (x.dim() - 1)))
+        x = torch.where(swap, a, x)
         t = torch.randint(0, self.objective.num_train_timesteps, (b,), device=x.device)
         abar = self.objective.scheduler.alphas_cumprod.to(x.device)[t].float().reshape(b, *([1] * (x.dim() - 1)))
         sa, sb = abar.sqrt(), (1 - abar).sqrt()
@@ -370,7 +376,6 @@ class SISSLoss:
         pred = model_prediction(model, x_t, t, y)
         err_x = (pred.float() - eps_x).pow(2).reshape(b, -1).mean(1)
         err_a = (pred.float() - eps_a).pow(2).reshape(b, -1).mean(1)
-        n, k = self.n_data, self.n_forget
         per = (n / (n - k)) * w_x.detach() * err_x - self.forget_scale * (k / (n - k)) * w_a.detach() * err_a
         return _reduce(per, self.objective.reduction)
 
