@@ -76,3 +76,70 @@ def test_compare_bench_runs_and_measures_distance_and_collateral(tmp_path, capsy
     before = record.stat().st_mtime_ns
     assert run(argv, capsys)[0] == 0
     assert record.stat().st_mtime_ns == before  # resumed: the run and its gold measures were kept
+
+
+# --- sample-level measures ------------------------------------------------------------------------------------
+
+
+def test_roc_auc_equals_the_pairwise_definition_with_ties():
+    from genunlearn.eval.membership import roc_auc
+
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randint(0, 5, (40,), generator=g).float(), torch.randint(0, 4, (70,), generator=g).float()
+    pairwise = ((pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()).mean()
+    assert roc_auc(pos, neg) == pytest.approx(float(pairwise))
+    assert roc_auc(neg, pos) == pytest.approx(1 - float(pairwise))
+
+
+def test_tpr_at_fpr_uses_the_strictest_threshold_within_the_budget():
+    from genunlearn.eval.membership import tpr_at_fpr
+
+    neg = torch.arange(200).float()  # 1% of 200 = 2 negatives may score above the threshold: threshold = 197
+    pos = torch.tensor([196.0, 197.0, 198.0, 250.0])
+    assert tpr_at_fpr(pos, neg, 0.01) == 0.5
+    small = torch.tensor([48.0, 49.0, 50.0, 60.0])
+    assert tpr_at_fpr(small, neg[:50], 0.01) == 0.5  # fewer than 100 negatives: FPR 0, threshold = the maximum (49)
+
+
+def test_lira_and_memorisation_from_reference_models():
+    from genunlearn.eval.membership import lira_offline_scores, memorisation_scores
+
+    # 4 reference models x 3 candidates; candidate 0 is fitted much better by the models that trained on it
+    ref = torch.tensor([[10.0, 20.0, 30.0], [14.0, 22.0, 30.0], [10.0, 18.0, 31.0], [14.0, 20.0, 29.0]])
+    inside = torch.tensor([[True, False, False], [False, True, False], [True, False, False], [False, False, False]])
+    mem = memorisation_scores(ref, inside)
+    assert mem[0] == pytest.approx(14.0 - 10.0)
+    assert mem[1] == pytest.approx((20 + 18 + 20) / 3 - 22)
+    assert torch.isnan(mem[2])  # no reference model trained on it
+    scores = lira_offline_scores(torch.tensor([12.0, 20.0, 30.0]), ref, ~inside)
+    # OUT means: 14, (20 + 18 + 20) / 3, 30; pooled sigma from the OUT residuals
+    mu = torch.tensor([14.0, 58 / 3, 30.0])
+    resid = torch.cat([torch.tensor([0.0, 0.0]), torch.tensor([20, 18, 20]) - 58 / 3, torch.tensor([0.0, 1, -1, 0])])
+    sigma = float((resid.pow(2).sum() / (1 + 2 + 3)) ** 0.5)
+    torch.testing.assert_close(scores.float(), ((mu - torch.tensor([12.0, 20.0, 30.0])) / sigma).float())
+
+
+def test_nearest_similarity_and_share():
+    from genunlearn.eval.membership import nearest_similarity, share_at_least
+
+    refs = torch.eye(4)
+    samples = torch.tensor([[1.0, 0, 0, 0], [1.0, 1.0, 0, 0], [0, 0, 0, 0.0]])
+    sims = nearest_similarity(samples, refs)
+    assert sims.tolist() == pytest.approx([1.0, 2**-0.5, 0.0])
+    assert share_at_least(sims, 0.7) == pytest.approx(2 / 3)
+
+
+def test_vae_nll_is_the_mean_negative_elbo_over_seeded_draws():
+    from genunlearn.eval.membership import vae_nll
+    from genunlearn.models import MNISTVAE
+    from genunlearn.objectives import VAEObjective
+
+    torch.manual_seed(0)
+    vae = MNISTVAE(hidden=16).eval()
+    x = torch.rand(5, 784)
+    obj = VAEObjective("bernoulli")
+    a = vae_nll(vae, x, obj.per_example, latent_dim=2, draws=3, seed=4)
+    g = torch.Generator().manual_seed(4)
+    by_hand = sum(obj.per_example(vae, x, torch.randn(5, 2, generator=g)) for _ in range(3)) / 3
+    torch.testing.assert_close(a.float(), by_hand.detach())
+    assert torch.equal(a, vae_nll(vae, x, obj.per_example, latent_dim=2, draws=3, seed=4))
