@@ -143,3 +143,37 @@ def test_vae_nll_is_the_mean_negative_elbo_over_seeded_draws():
     by_hand = sum(obj.per_example(vae, x, torch.randn(5, 2, generator=g)) for _ in range(3)) / 3
     torch.testing.assert_close(a.float(), by_hand.detach())
     assert torch.equal(a, vae_nll(vae, x, obj.per_example, latent_dim=2, draws=3, seed=4))
+
+
+def test_sample_unlearning_bench_audits_original_unlearned_and_shadow_attacks(tmp_path, capsys):
+    """--forget-ids: the classifier-free methods unlearn 20 specific images; the audit (ELBO gap, both attacks,
+    nearest-neighbour share) is computed for the original and each run. A shadow "run" here is the bundled model
+    with a record claiming it left out half of the forget images (plumbing only)."""
+    import shutil
+
+    from genunlearn.models.registry import bundled_weights
+    from tests.test_cli import run
+
+    ids = tmp_path / "forget.txt"
+    ids.write_text("\n".join(str(i) for i in range(0, 2000, 100)))
+    half = tmp_path / "half.txt"
+    half.write_text("\n".join(str(i) for i in range(0, 2000, 200)))
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    shutil.copy(bundled_weights("mnist-vae"), shadow / "model.safetensors")
+    (shadow / "record.json").write_text(json.dumps({"complete": True, "config": {"exclude_ids": str(half)}}))
+    out = tmp_path / "samples"
+    argv = [
+        "bench", "compare", "--quick", "--forget-ids", str(ids), "--methods", "d,rep", "--steps", "2",
+        "--fid-samples", "200", "--gold-samples", "200", "--shadows", str(shadow), "--out", str(out),
+    ]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    result = json.loads((out / "results.json").read_text())
+    assert result["forget_set_size"] == 20 and result["shadows"][0]["trained_on"] == 60000 - 10
+    original = result["references"][0]
+    assert original["elbo_gap"][0] is not None and 0 <= original["lira_auc"][0] <= 1
+    assert [r["entry"] for r in result["rows"]] == ["rep", "d"]
+    assert (out / "table.md").read_text().count("\n| ") == 4  # header, original, two methods
+    code, _, err = run([*argv[:-2], "--methods", "h", "--out", str(out)], capsys)
+    assert code == 2 and "do not apply to sample unlearning" in err

@@ -339,8 +339,19 @@ def bench_mnist(
     default=None,
     help="A second classifier re-measuring the forget fraction (e.g. the UNO authors' MNIST classifier).",
 )
-@click.option("--steps", type=int, default=None, help="K (default 530; --quick: 12).")
-@click.option("--fid-samples", type=int, default=None, help="Default 25,000 (--quick: 1,000).")
+@click.option(
+    "--forget-ids",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Sample unlearning: a file of training-set indices to forget (then --forget is ignored).",
+)
+@click.option(
+    "--shadows",
+    default=None,
+    help="Sample unlearning: comma-separated shadow-model run directories (train vae --exclude-ids) for LiRA.",
+)
+@click.option("--steps", type=int, default=None, help="K (default 530; samples: 100; --quick: 12 / 5).")
+@click.option("--fid-samples", type=int, default=None, help="Default 25,000 (samples: 10,000; --quick: 1,000).")
 @click.option("--gold-samples", type=int, default=None, help="Shared latents of the final measures (default 10,000).")
 @click.option("--quick", is_flag=True, help="A small smoke run: 1 seed, 12 updates, small samples.")
 @click.option("--list", "list_entries", is_flag=True, help="List the entries and exit.")
@@ -353,6 +364,8 @@ def bench_compare(
     methods: str | None,
     retrained: str | None,
     independent_classifier: str | None,
+    forget_ids: str | None,
+    shadows: str | None,
     steps: int | None,
     fid_samples: int | None,
     gold_samples: int | None,
@@ -379,15 +392,36 @@ def bench_compare(
         return
     if out is None:
         raise ConfigError("--out is required")
-    settings = CompareSettings.quick() if quick else CompareSettings(seeds=seeds)
-    for name, value in (("steps", steps), ("fid_samples", fid_samples), ("gold_samples", gold_samples)):
-        if value is not None:
-            settings = replace(settings, **{name: value})
     paths = [p.strip() for p in retrained.split(",") if p.strip()] if retrained else []
     for p in paths:
         if not Path(p).is_file():
             raise ConfigError(f"{p}: retrained weights not found")
     command = " ".join(shlex.quote(a) for a in ["genunlearn", *sys.argv[1:]])
+    chosen = [m.strip() for m in methods.split(",")] if methods else None
+    if forget_ids is not None:
+        from genunlearn.experiments.samples import SampleSettings, render_samples, run_samples
+
+        sample_settings = SampleSettings.quick() if quick else SampleSettings(seeds=seeds)
+        for name, value in (("steps", steps), ("fid_samples", fid_samples), ("generated", gold_samples)):
+            if value is not None:
+                sample_settings = replace(sample_settings, **{name: value})
+        result = run_samples(
+            out,
+            forget_ids=forget_ids,
+            model=model,
+            retrained=paths,
+            shadows=[d.strip() for d in shadows.split(",") if d.strip()] if shadows else None,
+            settings=sample_settings,
+            entries=chosen,
+            device=device,
+            command=command,
+        )
+        click.echo(render_samples(result))
+        return
+    settings = CompareSettings.quick() if quick else CompareSettings(seeds=seeds)
+    for name, value in (("steps", steps), ("fid_samples", fid_samples), ("gold_samples", gold_samples)):
+        if value is not None:
+            settings = replace(settings, **{name: value})
     result = run_compare(
         out,
         model=model,
@@ -395,7 +429,7 @@ def bench_compare(
         retrained=paths,
         independent_classifier=independent_classifier,
         settings=settings,
-        entries=[m.strip() for m in methods.split(",")] if methods else None,
+        entries=chosen,
         device=device,
         command=command,
     )

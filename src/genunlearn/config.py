@@ -67,7 +67,9 @@ class DataConfig:
     Attributes:
         dataset: training data by name (IDX datasets such as ``mnist`` or ``fashion-mnist``); default: the model's.
         data_dir: directory holding the dataset's files.
-        forget: classes to forget, e.g. ``1`` or ``1,7``.
+        forget: classes to forget, e.g. ``1`` or ``1,7`` (ignored with ``forget_ids``).
+        forget_ids: a file of training-set indices to forget (sample unlearning; one per line or a JSON list);
+            the forget monitor and classifier-assisted methods (which count classes) do not apply.
         replace_with: conditional replacement: the target class of each forget class (or one for all), e.g.
             ``--forget 1 --replace-with 7``; empty: class unlearning.
         num_workers: data-loader worker processes for datasets read from files (results do not depend on it).
@@ -76,6 +78,7 @@ class DataConfig:
     dataset: str | None = None
     data_dir: str | None = None
     forget: tuple[int, ...] = (1,)
+    forget_ids: str | None = None
     replace_with: tuple[int, ...] = ()
     num_workers: int = 0
 
@@ -83,6 +86,8 @@ class DataConfig:
         """Check the fields (one-line errors)."""
         if not self.forget:
             raise ConfigError("[data] forget: no forget class given")
+        if self.forget_ids is not None and self.replace_with:
+            raise ConfigError("[data] forget_ids (sample unlearning) cannot be combined with replace_with")
         if self.replace_with and len(self.replace_with) not in (1, len(self.forget)):
             raise ConfigError("[data] replace_with: give one target class or one per forget class")
         if self.num_workers < 0:

@@ -244,7 +244,7 @@ def run_entry(
     curve = [row.get("forget_fraction", math.nan) for row in result.log]
     times = [row["compute_time_s"] for row in result.log]
     first = first_below(curve, s.threshold)
-    fids = session.fid(model, s.fid_samples, seed)
+    fids = session.fid(model, s.fid_samples, seed, ("fid_retain",))
     record = {
         "entry": entry.key,
         "label": entry.label,
@@ -258,7 +258,6 @@ def run_entry(
         "prepare_s": result.setup_time_s,
         "time_per_step_s": result.time_per_step_s,
         "forget_fraction_final": curve[-1],
-        "fid": fids["fid"],
         "fid_retain": fids["fid_retain"],
         "curve": {"forget_fraction": curve, "compute_time_s": times},
         "config": asdict(cfg),
@@ -331,7 +330,7 @@ def reference_rows(session: UnlearnSession, gold: Gold, s: CompareSettings) -> l
             "label": "original (before unlearning)",
             "forget_fraction": original["forget_fraction"],
             "forget_fraction_independent": original.get("forget_fraction_independent"),
-            "fid_retain": session.fid(session.fresh_model(), s.fid_samples, 0)["fid_retain"],
+            "fid_retain": session.fid(session.fresh_model(), s.fid_samples, 0, ("fid_retain",))["fid_retain"],
             "changed_share": 0.0,
             "retained_tv": 0.0,
             **_means(gold.distances(original)),
@@ -344,7 +343,7 @@ def reference_rows(session: UnlearnSession, gold: Gold, s: CompareSettings) -> l
                 "label": f"retrained without the forget data ({Path(r['path']).parent.name})",
                 "forget_fraction": r["forget_fraction"],
                 "forget_fraction_independent": r.get("forget_fraction_independent"),
-                "fid_retain": session.fid(gold.models[i], s.fid_samples, 0)["fid_retain"],
+                "fid_retain": session.fid(gold.models[i], s.fid_samples, 0, ("fid_retain",))["fid_retain"],
                 "changed_share": None,  # another latent space: no input-by-input comparison with the original
                 "retained_tv": total_variation(
                     retained_proportions(original["counts"], gold.forget),

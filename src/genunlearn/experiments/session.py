@@ -88,8 +88,10 @@ class UnlearnSession:
             raise ConfigError(f"--model {model.name} brings no training data; name one with --dataset")
         self.data = self.bundle.data
         labels = self.data.labels
-        self.forget_classes = tuple(data.forget)
-        forget_classes_exist(labels, self.forget_classes, self.data.name)
+        self.sample_level = data.forget_ids is not None
+        self.forget_classes = () if self.sample_level else tuple(data.forget)
+        if not self.sample_level:
+            forget_classes_exist(labels, self.forget_classes, self.data.name)
         self.classifier = self.bundle.classifier
         if self.classifier is not None:
             for p in self.classifier.parameters():
@@ -107,7 +109,12 @@ class UnlearnSession:
             self.forget_data = self._labelled(f_idx)
         else:
             self.targets = ()
-            self.split = ForgetSplit.by_class(labels, self.forget_classes)
+            if self.sample_level:
+                from genunlearn.train import read_ids
+
+                self.split = ForgetSplit.by_ids(len(labels), read_ids(data.forget_ids))  # type: ignore[arg-type]
+            else:
+                self.split = ForgetSplit.by_class(labels, self.forget_classes)
             if getattr(self.bundle.objective, "conditional_model", False):  # a class-conditional loss needs labels
                 self.retain_data = self._labelled(self.split.retain)
                 self.forget_data = self._labelled(self.split.forget)
@@ -154,8 +161,8 @@ class UnlearnSession:
         For conditional replacement it generates with the (first) forget label and counts that class.
         """
         sampler = self.bundle.sampler
-        if sampler is None or self.classifier is None:
-            return None
+        if sampler is None or self.classifier is None or self.sample_level:
+            return None  # sample unlearning: no class to count
         g = torch.Generator().manual_seed(10_000 + seed)
         latents = sampler.draw(n or self.monitor_config.samples, g).to(self.device)
         label = self.forget_classes[0] if self.conditional else None
@@ -170,6 +177,8 @@ class UnlearnSession:
 
     def hat(self, objective: ObjectiveConfig) -> HatTerm:
         """The classifier term with ``objective``'s kind, alpha and sample count."""
+        if self.sample_level:
+            raise ConfigError("classifier-assisted methods count forget classes; with forget_ids there is none")
         sampler = self.bundle.sampler
         if sampler is None or self.classifier is None:
             raise ConfigError("classifier-assisted methods need a model with a sampler and a classifier")
@@ -299,11 +308,13 @@ class UnlearnSession:
                 [generate(model, sampler.draw(min(chunk, n - i), g).to(self.device)) for i in range(0, n, chunk)]
             )
 
-    def fid(self, model: nn.Module, n: int, seed: int = 0) -> dict[str, float]:
-        """FID of ``n`` samples (eval mode) against all training examples and against the retained ones."""
+    def fid(
+        self, model: nn.Module, n: int, seed: int = 0, keys: tuple[str, ...] = ("fid", "fid_retain")
+    ) -> dict[str, float]:
+        """FID of ``n`` samples (eval mode) against all training examples (``fid``) and the retained ones."""
         generated = self.samples(model, n, seed)
         out = {}
-        for key in ("fid", "fid_retain"):
+        for key in keys:
             metric = self._real_fid(key)
             metric.reset()
             metric.update_batches(generated, real=False)
