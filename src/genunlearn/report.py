@@ -649,6 +649,26 @@ def render_independent_monitor(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@generator("compare", "COMPARE_RESULTS_JSON")
+def _gen_compare(root: Path, args: list[str]) -> str:
+    """The comparison table (genunlearn bench compare), without its title."""
+    from genunlearn.experiments.compare import render_table
+
+    path = _args(args, 1, "compare")[0]
+    body = render_table(load_data(root / path)).split("\n", 2)[2]
+    return body + f"\nData: `{path}`.\n"
+
+
+@generator("samples", "SAMPLES_RESULTS_JSON")
+def _gen_samples(root: Path, args: list[str]) -> str:
+    """A sample-level unlearning table (genunlearn bench compare --forget-ids), without its title."""
+    from genunlearn.experiments.samples import render_samples
+
+    path = _args(args, 1, "samples")[0]
+    body = render_samples(load_data(root / path)).split("\n", 2)[2]
+    return body + f"\nData: `{path}`.\n"
+
+
 # --- the report ---------------------------------------------------------------------------------------------
 @dataclass
 class Output:
@@ -674,6 +694,27 @@ def _bench_outputs(results: Path) -> list[Output]:
     return [Output(results.parent / "table.md", table, src), Output(results.parent / "table.csv", csv_text, src)]
 
 
+def _kind_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
+    """``table.md`` and ``table.csv`` beside a comparison's or a sample-level run's ``results.json``."""
+    from genunlearn.checkpoints import atomic_write_csv
+
+    if data["kind"] == "compare":
+        from genunlearn.experiments.compare import csv_rows, render_table
+
+        table, rows = render_table(dict(data)), csv_rows(dict(data))
+    else:
+        from genunlearn.experiments.samples import _csv, render_samples
+
+        table, rows = render_samples(dict(data)), _csv(dict(data))
+    with tempfile.TemporaryDirectory() as tmp:
+        atomic_write_csv(Path(tmp) / "table.csv", rows)
+        csv_text = (Path(tmp) / "table.csv").read_text()
+    return [
+        Output(results.parent / "table.md", table, results.name),
+        Output(results.parent / "table.csv", csv_text, results.name),
+    ]
+
+
 def _sweep_outputs(cells_path: Path) -> list[Output]:
     from genunlearn.experiments.sweep_summary import read_cells, sweep_hold, write_summary
 
@@ -693,6 +734,8 @@ def _derived(path: Path) -> list[Output]:
     name = path.name
     if name == "results.json":
         data = load_data(path)
+        if isinstance(data, Mapping) and data.get("kind") in ("compare", "samples"):
+            return _kind_outputs(path, data)
         if isinstance(data, Mapping) and {"rows", "settings", "original", "title"} <= set(data):
             return _bench_outputs(path)
     elif name == "cells.jsonl":

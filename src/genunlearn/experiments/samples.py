@@ -316,7 +316,7 @@ def render_samples(result: dict[str, Any]) -> str:
         f"# {result['title']}",
         "",
         f"{s['seeds']} seed(s), K = {s['steps']} updates. ELBO gap: mean negative ELBO of "
-        f"{s['test_candidates']:,} test "
+        f"{s.get('test_candidates', 10_000):,} test "
         "images minus "
         "that of the forget images (nats; > 0: the forget images fit better than unseen ones). Attacks: forget "
         "images (members) against test images (non-members); AUC 0.5 = indistinguishable; LiRA: offline likelihood "
