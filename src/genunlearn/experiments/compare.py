@@ -397,6 +397,7 @@ def run_compare(
         independent = load_model("mnist-classifier", independent_classifier, device=session.device, use_bn=False)
     gold = Gold(session, s.gold_samples, independent, retrained, loader)
     records: dict[str, list[dict]] = {}
+    refs_cache: list[dict[str, Any]] = []
     models0: dict[str, nn.Module] = {}
     jobs = [(known[k], seed) for seed in range(s.seeds) for k in chosen]  # all entries of a seed first
     t0 = time.perf_counter()
@@ -424,19 +425,71 @@ def run_compare(
         if seed == 0:
             models0[entry.key] = unlearned
         records.setdefault(entry.key, []).append(rec)
-    rows = aggregate(records, gold, s)["rows"]
-    refs = reference_rows(session, gold, s)
-    title = f"{model}, forget {','.join(map(str, forget))}: every method against the retrained model"
+        if entry.key == chosen[-1]:  # a seed round is complete: write what there is so far
+            _write(
+                out,
+                session,
+                gold,
+                s,
+                records,
+                refs_cache,
+                chosen,
+                forget,
+                model,
+                retrained,
+                command,
+                t0,
+                independent_classifier,
+            )
+    result = _write(
+        out,
+        session,
+        gold,
+        s,
+        records,
+        refs_cache,
+        chosen,
+        forget,
+        model,
+        retrained,
+        command,
+        t0,
+        independent_classifier,
+    )
+    (out / "figures").mkdir(exist_ok=True)
+    compare_figures.make_all(out / "figures", session, gold, records, result, models0)
+    return result
+
+
+def _write(
+    out: Path,
+    session: UnlearnSession,
+    gold: Gold,
+    s: CompareSettings,
+    records: dict[str, list[dict]],
+    refs_cache: list,
+    chosen: list[str],
+    forget: tuple[int, ...],
+    model: str,
+    retrained: list[str],
+    command: str | None,
+    t0: float,
+    independent_classifier: str | None,
+) -> dict[str, Any]:
+    """Aggregate the records so far and write ``results.json`` and the tables (the references are measured once)."""
+    if not refs_cache:
+        refs_cache.extend(reference_rows(session, gold, s))
     result = {
         "kind": "compare",
-        "title": title,
+        "title": f"{model}, forget {','.join(map(str, forget))}: every method against the retrained model",
         "model": model,
         "forget": list(forget),
         "settings": asdict(s),
+        "seeds_done": {k: len(v) for k, v in records.items()},
         "retrained": [_public(r) for r in gold.retrained],
         "independent_classifier": file_fingerprint(independent_classifier) if independent_classifier else None,
-        "references": refs,
-        "rows": rows,
+        "references": refs_cache,
+        "rows": aggregate(records, gold, s)["rows"],
         "wall_time_this_session_s": time.perf_counter() - t0,
         "provenance": run_record(
             {"settings": asdict(s), "entries": chosen, "model": model, "forget": list(forget), "command": command},
@@ -448,8 +501,6 @@ def run_compare(
     }
     atomic_write_json(out / "results.json", result)
     write_tables(result, out)
-    (out / "figures").mkdir(exist_ok=True)
-    compare_figures.make_all(out / "figures", session, gold, records, result, models0)
     return result
 
 
@@ -473,20 +524,32 @@ COLUMNS = (
 )
 
 
+def _seeds_text(result: dict[str, Any]) -> str:
+    planned = result["settings"]["seeds"]
+    done = sorted({r["seeds"] for r in result["rows"]})
+    if not done or done == [planned]:
+        return f"{planned} seeds"
+    return (
+        f"{done[0]}-{done[-1]} of {planned} planned seeds (a run in progress)"
+        if len(done) > 1
+        else (f"{done[0]} of {planned} planned seeds (a run in progress)")
+    )
+
+
 def render_table(result: dict[str, Any]) -> str:
     """Markdown of the comparison (mean (std) over seeds; references first)."""
     s = result["settings"]
     lines = [
         f"# {result['title']}",
         "",
-        f"{s['seeds']} seeds, K = {s['steps']} updates (no early stop), threshold {s['threshold']:.0%} on the robust "
-        f"monitor ({s['monitor_samples']} latents per seed, eval mode). Final-model measures on {s['gold_samples']:,} "
-        f"gold latents shared by every model; FID vs retained digits from {s['fid_samples']:,} samples. Mean (std) "
-        "over seeds; updates and seconds over the seeds that reached the threshold. Distances to the retrained "
-        f"model: mean over {len(result['retrained'])} retrained model(s). Collateral: share of gold latents the "
-        "original generated as a retained digit whose digit changed; retained-mix TV: total variation of the "
-        "retained-digit proportions. Seconds include the method's one-off preparation; one-off setup is the "
-        "building of its terms (neighbour search, Fisher), not included.",
+        f"{_seeds_text(result)}, K = {s['steps']} updates (no early stop), threshold {s['threshold']:.0%} on the "
+        f"robust monitor ({s['monitor_samples']} latents per seed, eval mode). Final-model measures on "
+        f"{s['gold_samples']:,} gold latents shared by every model; FID vs retained digits from "
+        f"{s['fid_samples']:,} samples. Mean (std) over seeds; updates and seconds over the seeds that reached the "
+        f"threshold. Distances to the retrained model: mean over {len(result['retrained'])} retrained model(s). "
+        "Collateral: share of gold latents the original generated as a retained digit whose digit changed; "
+        "retained-mix TV: total variation of the retained-digit proportions. Seconds include the method's one-off "
+        "preparation; one-off setup is the building of its terms (neighbour search, Fisher), not included.",
         "",
         COLUMNS,
         "|---|---|---|---|---|---|---|---|---|---|---|",
