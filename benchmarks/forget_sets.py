@@ -11,7 +11,8 @@ Writes into ``--out``:
 - ``forget-sets/random-{10,100,1000}.txt``: nested random sets (seeded 80,000);
 - ``forget-sets/memorised-{10,100,1000}.txt``: the most memorised images (highest score among images with at
   least one IN and one OUT shadow);
-- ``memorisation.json``: the score distribution, every image's score (rounded), the sets' scores and labels,
+- ``memorisation.json``: the score distribution and that of a null (each shadow's IN/OUT assignment replaced by
+  another random half: model-to-model noise only), every image's score (rounded), the sets' scores and labels,
   and the run's provenance;
 - ``figures/memorised.png``: the 100 most memorised images.
 
@@ -61,6 +62,11 @@ def main() -> None:
     )
     inside = torch.stack([s.trained_on for s in shadows])
     mem = memorisation_scores(nll, inside)
+    # null: the same losses with each shadow's IN/OUT assignment replaced by another random half (model-to-model
+    # noise only); real memorisation shows as scores above the null's upper quantiles
+    g = torch.Generator().manual_seed(90_000)
+    fake = torch.stack([torch.randperm(n, generator=g) < int(s.trained_on.sum()) for s in shadows])
+    null = memorisation_scores(nll, fake)
     target = vae_nll(load_model("mnist-vae"), x, per, latent_dim=2, draws=args.draws)
     lira = lira_offline_scores(target, nll, ~inside)
     valid = ~torch.isnan(mem)
@@ -72,13 +78,17 @@ def main() -> None:
         sets[f"memorised-{size}"] = sorted(ranked[:size].tolist())
     for name, ids in sets.items():
         (out / "forget-sets" / f"{name}.txt").write_text("\n".join(map(str, ids)) + "\n")
-    q = torch.quantile(mem[valid], torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99, 0.999], dtype=torch.float64))
+    levels = torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99, 0.999], dtype=torch.float64)
+    q = torch.quantile(mem[valid], levels)
+    q_null = torch.quantile(null[~torch.isnan(null)], levels)
     summary = {
         "shadows": [{"path": s.path, "trained_on": int(s.trained_on.sum())} for s in shadows],
         "draws": args.draws,
         "scored_images": int(valid.sum()),
         "memorisation_quantiles": dict(zip(["1%", "10%", "50%", "90%", "99%", "99.9%"], q.tolist(), strict=True)),
         "memorisation_mean": float(mem[valid].mean()),
+        "null_quantiles": dict(zip(["1%", "10%", "50%", "90%", "99%", "99.9%"], q_null.tolist(), strict=True)),
+        "above_null_999": int((mem[valid] > q_null[-1]).sum()),
         "sets": {
             name: {
                 "ids": ids,
@@ -96,7 +106,8 @@ def main() -> None:
     }
     atomic_write_json(out / "memorisation.json", summary)
     _figure(out / "figures" / "memorised.png", x[ranked[:100]], mem[ranked[:100]])
-    print({k: v for k, v in summary.items() if k in ("scored_images", "memorisation_quantiles", "memorisation_mean")})
+    keys = ("scored_images", "memorisation_quantiles", "null_quantiles", "above_null_999")
+    print({k: v for k, v in summary.items() if k in keys})
 
 
 def _figure(path: Path, images: torch.Tensor, scores: torch.Tensor) -> None:
