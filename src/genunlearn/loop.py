@@ -8,6 +8,7 @@ monitoring (generation + classification) and logging.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -179,6 +180,16 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.op
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
+def attention_kernels(double_backward: bool):
+    """``sdpa_kernel(SDPBackend.MATH)`` for steps that differentiate through gradients (the fused CPU and flash
+    kernels have no second derivative), and no restriction otherwise (first-order steps keep the fast kernels)."""
+    if not double_backward:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def _finite_scalar(v: Any) -> bool:
     return isinstance(v, str) or math.isfinite(float(v))
 
@@ -343,7 +354,10 @@ def _run(
         with adapter.step_modes(config.bn_mode, config.dropout):  # set outside the timed region
             _sync(device)
             t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with (
+                torch.autocast(device.type, dtype=amp, enabled=amp is not None),
+                attention_kernels(method.needs_double_backward(ctx)),
+            ):
                 out = method.compute(ctx)
             for p, d in zip(params, out.direction, strict=True):
                 p.grad = d.detach()

@@ -10,6 +10,7 @@ and :meth:`UnlearnSession.run`. :func:`run_to_dir` runs one job and writes its o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -108,8 +109,11 @@ class UnlearnSession:
         else:
             self.targets = ()
             self.split = ForgetSplit.by_class(labels, self.forget_classes)
-            self.retain_data = self.data.subset(self.split.retain)
-            self.forget_data = self.data.subset(self.split.forget)
+            pick = self._labelled if self.bundle.labelled else self.data.subset
+            self.retain_data = pick(self.split.retain)
+            self.forget_data = pick(self.split.forget)
+        # classes a conditional model should keep generating (the others': neither forgotten nor replaced)
+        self.kept_classes = tuple(c for c in sorted(set(labels.tolist())) if c not in self.forget_classes)
         self._original = copy.deepcopy(self.bundle.model)
         self._fid: dict[str, ClassifierFID] = {}
         self._replacements: dict[tuple, LatentReplacement] = {}
@@ -134,6 +138,11 @@ class UnlearnSession:
 
     # --- measuring -------------------------------------------------------------------------------------------
 
+    @property
+    def conditional_sampler(self) -> bool:
+        """Whether the model generates under a class label (a class-conditional sampler)."""
+        return bool(getattr(self.bundle.sampler, "conditional", False))
+
     def _generate(self, labels: int | None = None):
         sampler = self.bundle.sampler
         if sampler is None:
@@ -145,19 +154,20 @@ class UnlearnSession:
     def monitor(self, seed: int, n: int | None = None, mode: str | None = None) -> ForgetMonitor | None:
         """Forget monitor with generator inputs fixed by ``seed`` (``None`` without sampler or classifier).
 
-        For conditional replacement it generates with the (first) forget label and counts that class.
+        A class-conditional model generates with the (first) forget label, and the monitor counts that class
+        (its class counts then also say what the forget label generates instead: the target's share).
         """
         sampler = self.bundle.sampler
         if sampler is None or self.classifier is None:
             return None
         g = torch.Generator().manual_seed(10_000 + seed)
         latents = sampler.draw(n or self.monitor_config.samples, g).to(self.device)
-        label = self.forget_classes[0] if self.conditional else None
+        label = self.forget_classes[0] if self.conditional_sampler else None
         return ForgetMonitor(
             generate=self._generate(label),
             classifier=self.classifier,
             latents=latents,
-            forget_classes=self.forget_classes[:1] if self.conditional else self.forget_classes,
+            forget_classes=self.forget_classes[:1] if self.conditional_sampler else self.forget_classes,
             mode=mode or self.monitor_config.mode,
             num_classes=self.bundle.num_classes,
         )
@@ -167,6 +177,8 @@ class UnlearnSession:
         sampler = self.bundle.sampler
         if sampler is None or self.classifier is None:
             raise ConfigError("classifier-assisted methods need a model with a sampler and a classifier")
+        if not getattr(sampler, "differentiable", True):
+            raise ConfigError("classifier-assisted methods need a differentiable sampler; this model's is not")
 
         def generate(model: nn.Module, n: int) -> torch.Tensor:
             return sampler.generate(model, sampler.draw(n, None).to(self.device))  # type: ignore[arg-type]
@@ -199,13 +211,21 @@ class UnlearnSession:
             )
         return self._replacements[key]
 
+    def _fid_reference(self, key: str) -> Any:
+        """Real examples FID compares with: all training data (``fid``), or the retained data (``fid_retain``);
+        for a class-conditional model the latter is the data of the classes it keeps generating."""
+        if key == "fid":
+            return self.data.examples
+        if self.conditional_sampler:
+            keep = torch.nonzero(torch.isin(self.data.labels, torch.tensor(self.kept_classes))).reshape(-1)
+            return self.data.subset(keep)
+        return self.retain_data[0] if isinstance(self.retain_data, tuple) else self.retain_data
+
     def _real_fid(self, key: str) -> ClassifierFID:
         if key not in self._fid:
             if self.classifier is None:
                 raise ConfigError("FID needs a classifier (its features)")
-            examples = self.data.examples if key == "fid" else self.retain_data
-            if isinstance(examples, tuple):
-                examples = examples[0]
+            examples = self._fid_reference(key)
             first = batch_inputs(examples[:1] if isinstance(examples, torch.Tensor) else examples[0])
             if not isinstance(examples, torch.Tensor):
                 first = first.unsqueeze(0)
@@ -223,16 +243,45 @@ class UnlearnSession:
 
     @torch.no_grad()
     def samples(self, model: nn.Module, n: int, seed: int = 0, chunk: int = 5000) -> torch.Tensor:
-        """``n`` samples from inputs fixed by ``seed`` (eval mode)."""
+        """``n`` samples from inputs fixed by ``seed`` (eval mode); a class-conditional model generates the
+        classes it keeps (cycling through them)."""
         sampler = self.bundle.sampler
         if sampler is None:
             raise ConfigError("this model has no sampler")
         g = torch.Generator().manual_seed(20_000 + seed)
-        generate = self._generate(self.targets[0] if self.conditional else None)
+        out = []
         with eval_mode(model):
-            return torch.cat(
-                [generate(model, sampler.draw(min(chunk, n - i), g).to(self.device)) for i in range(0, n, chunk)]
-            )
+            for i in range(0, n, chunk):
+                z = sampler.draw(min(chunk, n - i), g).to(self.device)
+                if self.conditional_sampler:
+                    kept = torch.tensor(self.kept_classes, device=self.device)
+                    labels = kept[torch.arange(i, i + len(z), device=self.device) % len(kept)]
+                    out.append(sampler.generate(model, z, labels=labels))  # type: ignore[call-arg]
+                else:
+                    out.append(sampler.generate(model, z))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def class_accuracy(self, model: nn.Module, n_per_class: int, seed: int = 0) -> dict[str, Any]:
+        """For a class-conditional model: per label, the classes the classifier sees in ``n_per_class`` samples
+        from inputs fixed by ``seed`` (identical for every model, so before/after compare sample by sample).
+
+        Returns ``{"accuracy": {label: share classified as that label}, "counts": {label: [count per class]}}``.
+        """
+        sampler = self.bundle.sampler
+        if sampler is None or self.classifier is None or not self.conditional_sampler:
+            raise ConfigError("per-class accuracy needs a class-conditional model with a classifier")
+        accuracy, counts = {}, {}
+        with eval_mode(model):
+            for c in sorted(set(self.data.labels.tolist())):
+                g = torch.Generator().manual_seed(30_000 + 97 * seed + c)
+                z = sampler.draw(n_per_class, g).to(self.device)
+                labels = torch.full((n_per_class,), c, dtype=torch.long, device=self.device)
+                pred = self.classifier(sampler.generate(model, z, labels=labels)).argmax(1).cpu()  # type: ignore[call-arg]
+                cnt = torch.bincount(pred, minlength=self.bundle.num_classes)
+                accuracy[str(c)] = float(cnt[c]) / n_per_class
+                counts[str(c)] = [int(v) for v in cnt]
+        return {"accuracy": accuracy, "counts": counts, "n_per_class": n_per_class}
 
     def fid(self, model: nn.Module, n: int, seed: int = 0) -> dict[str, float]:
         """FID of ``n`` samples (eval mode) against all training examples and against the retained ones."""
@@ -350,6 +399,8 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         meta: dict[str, Any] = {"run_config": cfg.to_dict()}
         if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
             meta["build_options"] = model.build_options()
+        elif dataclasses.is_dataclass(getattr(model, "config", None)):
+            meta["build_options"] = dataclasses.asdict(model.config)
         save_weights(model, out / "model.safetensors", metadata=meta)
     except OSError as exc:
         raise CheckpointError(f"{out / 'model.safetensors'}: cannot write ({exc})") from None

@@ -103,6 +103,11 @@ class Method(ABC):
     def compute(self, ctx: StepContext) -> StepOutput:
         """Return the update direction for this step (to be descended along)."""
 
+    def needs_double_backward(self, ctx: StepContext) -> bool:
+        """Whether this step differentiates through gradients (then the loop selects attention kernels that
+        support it: PyTorch's fused CPU attention kernel has no second derivative)."""
+        return False
+
     # --- helpers shared by the subclasses -------------------------------------------------------
     @staticmethod
     def hat_grad(ctx: StepContext, *, create_graph: bool = False) -> tuple[Grads | None, float | None]:

@@ -3,6 +3,9 @@
 - ``mnist-vae``: the UNO paper's MNIST VAE (bundled weights, or ``--checkpoint``) on MNIST or any IDX dataset
   (``--dataset NAME --data-dir DIR``; then ``--checkpoint`` and ``--classifier-checkpoint`` must be models
   trained on that dataset with ``genunlearn train vae|classifier --dataset NAME``).
+- ``mnist-dit``: the class-conditional MNIST DiT (bundled weights or ``--checkpoint``) with the denoising
+  objective over its DDPM schedule, its classifier-free-guided sampler (factory options ``sampler_steps``,
+  ``guidance_scale``, ``sampler``) and the MNIST classifier; batches carry labels.
 """
 
 from __future__ import annotations
@@ -66,3 +69,81 @@ def mnist_vae(context: BuildContext) -> ModelBundle:
 
 
 register_bundle("mnist-vae", mnist_vae)
+
+
+def _mnist_images_and_classifier(context: BuildContext, model_name: str):
+    from genunlearn.data import load_dataset
+
+    dataset = context.dataset or "mnist"
+    if dataset != "mnist" and (context.checkpoint is None or context.classifier_checkpoint is None):
+        raise ConfigError(
+            f"--dataset {dataset}: pass --checkpoint and --classifier-checkpoint trained on it "
+            f"(genunlearn train {model_name.split('-')[-1]} --dataset {dataset} ...; "
+            f"genunlearn train classifier --dataset {dataset} ...)"
+        )
+    train = load_dataset(dataset, "train", context.data_dir)
+    classifier = load_model(
+        "mnist-classifier", context.classifier_checkpoint, device=context.device, use_bn=context.classifier_bn
+    )
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    return dataset, train, classifier
+
+
+def mnist_dit(
+    context: BuildContext, *, sampler_steps: int = 20, guidance_scale: float = 2.0, sampler: str = "ddim"
+) -> ModelBundle:
+    """The class-conditional MNIST DiT with its training data, sampler and classifier (module docstring)."""
+    from genunlearn.models.bundle import ConditionalDiffusionSampler
+    from genunlearn.models.mnist_dit import SAMPLERS, MnistDiT, sample
+    from genunlearn.objectives.diffusion import DiffusionObjective
+
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler_steps < 1:
+        raise ConfigError(f"sampler_steps must be >= 1, got {sampler_steps}")
+    dataset, train, classifier = _mnist_images_and_classifier(context, "mnist-dit")
+    dit = load_model("mnist-dit", context.checkpoint, device=context.device)
+    if not isinstance(dit, MnistDiT):
+        raise ConfigError("mnist-dit checkpoint did not produce an MnistDiT")
+    c, side = dit.in_channels, dit.sample_size
+    if tuple(train.images.shape[1:]) != (side, side) or c != 1:
+        raise ConfigError(f"{dataset} images are {tuple(train.images.shape[1:])}, the DiT makes {c}x{side}x{side}")
+    images = train.images.float().div_(255.0).unsqueeze(1).to(context.device)
+    objective = DiffusionObjective(
+        dit.make_scheduler(),
+        prediction="epsilon",
+        reduction=context.loss_reduction,
+        null_label=dit.null_label,
+        preprocess=lambda x: x.reshape(x.shape[0], c, side, side) * 2.0 - 1.0,
+    )
+    original = copy.deepcopy(dit).eval()
+    return ModelBundle(
+        model=dit,
+        objective=objective,
+        conditional_loss=objective.conditional,
+        sampler=ConditionalDiffusionSampler(
+            shape=(c, side, side),
+            sample=lambda m, y, z: sample(m, y, z, steps=sampler_steps, guidance_scale=guidance_scale, sampler=sampler),
+            default_label=dit.null_label,
+        ),
+        classifier=classifier,
+        num_classes=dit.num_classes,
+        data=TrainingData(images, train.labels, name=dataset),
+        labelled=True,
+        description=(
+            f"MNIST DiT ({'bundled' if context.checkpoint is None else context.checkpoint}) on {dataset}; "
+            f"{sampler} {sampler_steps} steps, guidance {guidance_scale}"
+        ),
+        load_fresh=lambda: copy.deepcopy(original),
+        info={
+            "inputs": {
+                "dit": str(context.checkpoint or bundled_weights("mnist-dit")),
+                "classifier": str(context.classifier_checkpoint or bundled_weights("mnist-classifier")),
+            },
+            "sampler": {"sampler": sampler, "steps": sampler_steps, "guidance_scale": guidance_scale},
+        },
+    )
+
+
+register_bundle("mnist-dit", mnist_dit)

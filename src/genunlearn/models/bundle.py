@@ -62,11 +62,38 @@ class LatentSampler:
     latent_shape: tuple[int, ...]
     decode: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
-    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randn(n, *self.latent_shape, generator=generator)
 
     def generate(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return self.decode(model, inputs) if self.decode is not None else model.decode(inputs)  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class ConditionalDiffusionSampler:
+    """A class-conditional diffusion model's sampler: initial noise of ``shape``, ``sample(model, labels, noise)``.
+
+    Attributes:
+        shape: shape of one initial noise tensor (``(1, 28, 28)`` for the MNIST DiT).
+        sample: ``sample(model, labels, noise) -> images`` (in the classifier's input format).
+        default_label: the label used when none is given (the null label: unconditional samples).
+        differentiable: whether gradients flow through ``sample`` (a many-step sampler under ``no_grad``
+            does not: classifier-assisted methods then refuse this model).
+    """
+
+    shape: tuple[int, ...]
+    sample: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    default_label: int = 0
+    differentiable: bool = False
+    conditional: bool = True
+
+    def draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn(n, *self.shape, generator=generator)
+
+    def generate(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            labels = torch.full((len(inputs),), self.default_label, dtype=torch.long, device=inputs.device)
+        return self.sample(model, labels, inputs)
 
 
 @dataclass
@@ -107,6 +134,7 @@ class ModelBundle:
         data: the training data, when the model brings its own (else ``--dataset`` names it).
         replacement_likelihood: for ``rep``: the VAE likelihood if ``model`` follows the VAE contract
             (``encode``, ``decode``/``decode_logits``); ``None``: ``rep`` is not available.
+        labelled: batches carry labels ``(x, y)`` also in class unlearning (a class-conditional objective).
         description: one line for records.
         load_fresh: returns a new copy of the original model (default: a deep copy of the first one).
         info: free-form facts for records; ``info["inputs"]`` (name -> file path) lists the weight files read,
@@ -121,6 +149,7 @@ class ModelBundle:
     num_classes: int = 10
     data: TrainingData | None = None
     replacement_likelihood: str | None = None
+    labelled: bool = False
     description: str = ""
     load_fresh: Callable[[], nn.Module | ModelAdapter] | None = None
     info: dict[str, Any] = field(default_factory=dict)
