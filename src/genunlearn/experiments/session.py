@@ -140,8 +140,9 @@ class UnlearnSession:
 
     @property
     def conditional_sampler(self) -> bool:
-        """Whether the model generates under a class label (a class-conditional sampler)."""
-        return bool(getattr(self.bundle.sampler, "conditional", False))
+        """Whether the model generates under a class label: the sampler's ``conditional`` attribute, or, when it
+        does not say, whether this is a conditional replacement run."""
+        return bool(getattr(self.bundle.sampler, "conditional", self.conditional))
 
     def _generate(self, labels: int | None = None):
         sampler = self.bundle.sampler

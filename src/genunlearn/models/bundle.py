@@ -39,7 +39,11 @@ ENTRY_POINT_GROUP = "genunlearn.models"
 
 
 class Sampler(Protocol):
-    """Draws fixed generator inputs and generates samples from them (for monitors, FID, the hat term)."""
+    """Draws fixed generator inputs and generates samples from them (for monitors, FID, the hat term).
+
+    A class-conditional sampler's ``generate`` also takes ``labels=`` and has ``conditional = True`` (when the
+    attribute is missing, genunlearn treats the sampler as conditional in ``--replace-with`` runs only).
+    """
 
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` generator inputs (latents, initial noise) on the CPU, from ``generator``."""
