@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genunlearn.eval.memory import peak_live_tensor_bytes
 from genunlearn.methods import METHODS, MethodParams, StepContext, get_method
 from genunlearn.models import load_model, vae_loss
 from genunlearn.objectives import HatTerm, LatentReplacement
@@ -193,18 +194,8 @@ def _rss() -> int:
 
 
 def _tensor_peak_cpu(step) -> int:
-    """Peak bytes of live tensors during one call of ``step`` (CPU), from the profiler's memory timeline.
-
-    This counts what the tensors need, independent of how the C allocator returns memory to the system.
-    """
-    from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import MemoryProfileTimeline  # private, but the only CPU tool
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        d = step()
-        del d
-    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
-    return int(max(sum(row) for row in sizes))
+    """Peak bytes of live tensors during one call of ``step`` (CPU), from the profiler's memory timeline."""
+    return peak_live_tensor_bytes(step, "cpu")
 
 
 def memory_child(model_name: str, method: str, device: str, batch: int) -> None:

@@ -259,6 +259,7 @@ _CHANGED = {
     "seed": (5, "uno", {}),
     "precision": ("bf16", "uno", {}),
     "diagnostics": (False, "uno", {}),
+    "monitor_every": (2, "uno", {}),
 }
 
 
@@ -302,7 +303,8 @@ def _observable_run(config: UnlearnConfig):
         progress=False,
     )
     cols = sorted({k for row in res.log for k in row if not k.endswith("time_s")})
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), res.status, res.steps_run, cols
+    readings = tuple("forget_fraction" in row for row in res.log)
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), res.status, res.steps_run, cols, readings
 
 
 def test_every_engine_option_changes_the_run():

@@ -105,3 +105,32 @@ def test_dit_through_the_cli_with_a_config_file(tiny_dit, tmp_path, capsys):
 
     reloaded = load_model("mnist-dit", tmp_path / "o" / "model.safetensors")  # the config travels with it
     assert isinstance(reloaded, MnistDiT) and reloaded.config.num_layers == 1
+
+
+def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s,uno", "--steps", "2"]
+    argv += ["--monitor-samples", "8", "--class-samples", "2", "--fid-samples", "20", "--sampler-steps", "2"]
+    code, stdout, err = run([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "replace digit 1 by 7" in stdout and "| UNO |" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in results["rows"]} == {"s", "uno"} and results["peak_memory_bytes"] == {}
+    for f in ("class_accuracy.png", "forget_label_histograms.png", "forget_fraction.png", "grid-uno.png"):
+        assert (out / "figures" / f).is_file(), f
+    record = (out / "runs" / "uno" / "seed0.json").read_text()
+    code, stdout2, err = run([*argv, "--out", str(out)], capsys)  # resumes from the records
+    assert code == 0, err and (out / "runs" / "uno" / "seed0.json").read_text() == record
+    assert stdout2.split("Original model")[1] == stdout.split("Original model")[1]
+
+
+def test_peak_live_tensor_bytes_counts_what_a_step_allocates():
+    from genunlearn.eval.memory import peak_live_tensor_bytes
+
+    def step():
+        a = torch.ones(1_000_000)  # 4 MB alive together with b
+        b = a * 2
+        return b.sum()
+
+    peak = peak_live_tensor_bytes(step)
+    assert 8_000_000 <= peak < 12_000_000

@@ -66,6 +66,8 @@ class UnlearnConfig:
         precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast of the losses and gradients (weights and
             optimizer state stay float32; fp16 is meant for CUDA).
         diagnostics: log gradient norms and cos^2 of g_r and g_f every update (computed after the timed region).
+        monitor_every: read the monitors before the first update and after every ``monitor_every``-th one
+            (generation is expensive for diffusion models); "updates to unlearn" then has this resolution.
     """
 
     method: str = "uno"
@@ -87,6 +89,7 @@ class UnlearnConfig:
     seed: int = 0
     precision: str = "fp32"
     diagnostics: bool = True
+    monitor_every: int = 1
 
     def validate(self) -> UnlearnConfig:
         """Check every field; raises :class:`ConfigError` with one line."""
@@ -107,6 +110,7 @@ class UnlearnConfig:
             ),
             (self.beta_o >= 0 and self.beta_h >= 0 and self.beta_r >= 0, "beta_o, beta_h and beta_r must be >= 0"),
             (self.fd_eps > 0, f"fd_eps must be > 0, got {self.fd_eps}"),
+            (self.monitor_every >= 1, f"monitor_every must be >= 1, got {self.monitor_every}"),
             (self.precision in _DTYPES, f"precision must be one of {', '.join(_DTYPES)}, got {self.precision!r}"),
             (
                 self.stop_at is None or 0 <= self.stop_at <= 1,
@@ -317,6 +321,9 @@ def _run(
 
     def observe(step: int, row: dict[str, Any]) -> None:
         nonlocal fraction, first_fraction, updates_to_unlearn, time_to_unlearn
+        if step % config.monitor_every != 0:
+            log.append({"step": step, "compute_time_s": compute, **row})
+            return
         if monitor is not None:
             r = monitor.measure(model)
             fraction = r.fraction
