@@ -199,7 +199,8 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
     for k in keys:
         v = summary.get(k)
         click.echo(f"{k:24s} {v:.4g}" if isinstance(v, float) else f"{k:24s} {v}")
-    click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, model.safetensors)")
+    written = ", ".join(Path(p).name for p in summary.get("outputs", []))
+    click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, {written})")
     if summary["status"].startswith("diverged"):
         raise GenUnlearnError(summary["status"])
 

@@ -396,15 +396,19 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
     fid_before = session.fid(session.fresh_model(), n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
     model, result = session.run(cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress)
     fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
-    try:
-        meta: dict[str, Any] = {"run_config": cfg.to_dict()}
-        if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
-            meta["build_options"] = model.build_options()
-        elif dataclasses.is_dataclass(getattr(model, "config", None)):
-            meta["build_options"] = dataclasses.asdict(model.config)
-        save_weights(model, out / "model.safetensors", metadata=meta)
-    except OSError as exc:
-        raise CheckpointError(f"{out / 'model.safetensors'}: cannot write ({exc})") from None
+    if session.bundle.save is not None:
+        written = [str(p) for p in session.bundle.save(model, out)]
+    else:
+        try:
+            meta: dict[str, Any] = {"run_config": cfg.to_dict()}
+            if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
+                meta["build_options"] = model.build_options()
+            elif dataclasses.is_dataclass(getattr(model, "config", None)):
+                meta["build_options"] = dataclasses.asdict(model.config)
+            save_weights(model, out / "model.safetensors", metadata=meta)
+        except OSError as exc:
+            raise CheckpointError(f"{out / 'model.safetensors'}: cannot write ({exc})") from None
+        written = [str(out / "model.safetensors")]
     summary: dict[str, Any] = {
         "method": cfg.unlearn.method,
         "seed": cfg.unlearn.seed,
@@ -421,6 +425,7 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "config": asdict(cfg.unlearn),
         "objective": asdict(cfg.objective),
         "run_config": cfg.to_dict(),
+        "outputs": written,
         "command": command,
         "wall_time_s": time.perf_counter() - t0,
         "versions": versions(),

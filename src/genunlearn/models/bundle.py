@@ -8,7 +8,8 @@ replacement. ``genunlearn unlearn --model NAME`` finds the factory (:func:`resol
 - a registered model name (``genunlearn models``: ``mnist-vae`` ...);
 - ``module.path:function`` — a Python callable in an importable module or a ``.py`` file in the working
   directory (``my_model:factory`` for ``./my_model.py``);
-- the name of an entry point in the group ``genunlearn.models`` of an installed package.
+- the name of an entry point in the group ``genunlearn.models`` of an installed package;
+- ``diffusers:<folder>`` — a diffusers ``DiTPipeline`` saved locally (:mod:`genunlearn.models.diffusers_dit`).
 
 The factory is called with the ``[model.options]`` table of the run's config as keyword arguments, plus
 ``context=`` (:class:`BuildContext`: device, checkpoint, data and objective options) if it accepts a
@@ -141,6 +142,8 @@ class ModelBundle:
         labelled: batches carry labels ``(x, y)`` also in class unlearning (a class-conditional objective).
         description: one line for records.
         load_fresh: returns a new copy of the original model (default: a deep copy of the first one).
+        save: writes an unlearned model into the output folder in the model's own format (e.g. a diffusers
+            transformer folder) and returns the paths written; default: ``model.safetensors``.
         info: free-form facts for records; ``info["inputs"]`` (name -> file path) lists the weight files read,
             recorded with their sha256 in every run's provenance.
     """
@@ -156,6 +159,7 @@ class ModelBundle:
     labelled: bool = False
     description: str = ""
     load_fresh: Callable[[], nn.Module | ModelAdapter] | None = None
+    save: Callable[[nn.Module, Path], list[Path]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -216,7 +220,13 @@ def resolve_factory(name: str) -> Factory:
     _load_builtins()
     if name in _BUILTIN:
         return _BUILTIN[name]
-    if ":" in name and not name.startswith("diffusers:"):
+    if name.startswith("diffusers:"):
+        import functools
+
+        from genunlearn.models.diffusers_dit import diffusers_dit
+
+        return functools.partial(diffusers_dit, path=name.partition(":")[2])
+    if ":" in name:
         module_name, _, attr = name.partition(":")
         cwd = os.getcwd()
         if cwd not in sys.path:
