@@ -134,3 +134,22 @@ def test_peak_live_tensor_bytes_counts_what_a_step_allocates():
 
     peak = peak_live_tensor_bytes(step)
     assert 8_000_000 <= peak < 12_000_000
+
+
+@pytest.mark.parametrize("method", ["s", "uno", "uno-fd"])
+def test_gradient_checkpointing_gives_the_same_step(tiny_dit, method):
+    """diffusers' non-reentrant checkpointing recomputes block activations in the backward pass; the methods'
+    directions (UNO's double backward included) must not change."""
+    weights = []
+    for ckpt in (False, True):
+        s = UnlearnSession(
+            ModelConfig(name="mnist-dit", checkpoint=str(tiny_dit), options={"gradient_checkpointing": ckpt}),
+            DataConfig(forget=(1,), replace_with=(7,)),
+            MonitorConfig(samples=4),
+            device="cpu",
+        )
+        assert s.fresh_model().transformer.gradient_checkpointing == ckpt
+        cfg = UnlearnConfig(method=method, steps=1, batch_size=4, beta_o=1.0, stop_at=None, optimizer="sgd", lr=0.1)
+        model, _ = s.run(cfg, ObjectiveConfig(loss_reduction="mean"), monitor=None, progress=False)
+        weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-8)
