@@ -44,7 +44,7 @@ def models(evaluate: bool) -> None:
     from genunlearn.models.registry import MODELS
 
     for spec in MODELS.values():
-        click.echo(f"{spec.name:18s} {spec.kind:10s} {spec.description}")
+        click.echo(f"{spec.name:20s} {spec.kind:10s} {spec.description}")
     if evaluate:
         from genunlearn.experiments.model_eval import evaluate_all
 
@@ -64,22 +64,40 @@ def methods() -> None:
 
 @cli.command()
 @click.argument("model", type=click.Choice(["vae", "classifier"]))
-@click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name.")
+@click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name, or celeba64.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
-@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier).")
+@click.option(
+    "--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier); celeba64: 35 (vae), 12 (classifier)."
+)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option(
     "--lr-schedule",
     type=click.Choice(["constant", "cosine"]),
     default=None,
-    help="Default: constant (vae), cosine (classifier).",
+    help="Default: constant (vae), cosine (classifier); celeba64: cosine.",
 )
 @click.option("--bn/--no-bn", "use_bn", default=True, show_default=True, help="Classifier: apply bn1.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory (resumable); required for IDX datasets, celeba64: $GENUNLEARN_CACHE/celeba64-<model>.",
+)
 @click.option("--resume/--no-resume", default=True, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option(
+    "--framing",
+    type=click.Choice(["aligned", "detector-crop", "all"]),
+    default=None,
+    help="celeba64: training images (default: aligned for vae, all for classifier).",
+)
+@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="celeba64: images.zip + CSV.")
+@click.option("--hflip/--no-hflip", default=None, help="celeba64: random horizontal flips [on].")
+@click.option("--widths", default=None, help="celeba64: channel widths, e.g. 32,64,128,256,512 (vae).")
+@click.option("--checkpoint-every", type=int, default=None, help="celeba64: checkpoint every N steps [50].")
 def train(
     model: str,
     dataset: str,
@@ -91,10 +109,51 @@ def train(
     use_bn: bool,
     seed: int,
     device: str,
-    out: str,
+    out: str | None,
     resume: bool,
+    threads: int | None,
+    framing: str | None,
+    celeba_dir: str | None,
+    hflip: bool | None,
+    widths: str | None,
+    checkpoint_every: int | None,
 ) -> None:
-    """Train an original model (the paper's MNIST VAE or classifier)."""
+    """Train an original model (the paper's MNIST VAE or classifier; CelebA 64x64 VAE or attribute classifier)."""
+    from genunlearn.errors import ConfigError
+
+    if dataset == "celeba64":
+        if data_dir is not None:
+            raise ConfigError("--data-dir is for IDX datasets; use --celeba-dir for celeba64")
+        _train_celeba(
+            model,
+            epochs,
+            batch_size,
+            lr,
+            lr_schedule,
+            seed,
+            device,
+            out,
+            resume,
+            threads,
+            framing,
+            celeba_dir,
+            hflip,
+            widths,
+            checkpoint_every,
+        )
+        return
+    given = {"--framing": framing, "--celeba-dir": celeba_dir, "--hflip": hflip, "--widths": widths}
+    given["--checkpoint-every"] = checkpoint_every
+    for name, value in given.items():
+        if value is not None:
+            raise ConfigError(f"{name} applies to --dataset celeba64 only")
+    if out is None:
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "out"))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     from genunlearn.train import TrainConfig
     from genunlearn.train import train as run_train
 
@@ -114,6 +173,57 @@ def train(
     record = run_train(config, out, resume=resume)
     click.echo(json.dumps(record["final"]))
     click.echo(f"weights: {Path(out) / 'model.safetensors'}")
+
+
+def _train_celeba(
+    model: str,
+    epochs: int | None,
+    batch_size: int,
+    lr: float,
+    lr_schedule: str | None,
+    seed: int,
+    device: str,
+    out: str | None,
+    resume: bool,
+    threads: int | None,
+    framing: str | None,
+    celeba_dir: str | None,
+    hflip: bool | None,
+    widths: str | None,
+    checkpoint_every: int | None,
+) -> None:
+    from genunlearn.train_celeba import KEY_ATTRIBUTES, CelebATrainConfig, default_out, train_celeba
+
+    try:
+        width_tuple = tuple(int(w) for w in widths.split(",")) if widths else None
+    except ValueError:
+        raise click.BadParameter(f"--widths expects integers like 32,64,128, got {widths!r}") from None
+    config = CelebATrainConfig.defaults(
+        model,
+        framing=framing,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        hflip=hflip,
+        widths=width_tuple,
+        checkpoint_every=checkpoint_every,
+        celeba_dir=celeba_dir,
+        threads=threads,
+        device=device,
+    ).validate()
+    out_dir = Path(out) if out is not None else default_out(model)
+    record = train_celeba(config, out_dir, resume=resume)
+    final = record["final"]
+    if not record["complete"]:
+        click.echo(f"stopped after {record['epochs_done']} of {config.epochs} epochs; rerun to resume")
+    elif model == "vae":
+        click.echo(json.dumps({"test": final["test"], "train": final["train"]}))
+    else:
+        acc = {a: round(final["test"][a]["accuracy"], 4) for a in KEY_ATTRIBUTES if a in final["test"]}
+        click.echo(json.dumps({"test_mean_accuracy": round(final["test_mean_accuracy"], 4), "test_accuracy": acc}))
+    click.echo(f"weights: {out_dir / 'model.safetensors'}")
 
 
 @cli.command()
@@ -357,6 +467,57 @@ def bench_mnist(
         out, spec=spec, settings=settings, entries=entries, title=title or f"MNIST, forget digit {forget}"
     )
     click.echo(result["table"])
+
+
+@bench.command("celeba64-original")
+@click.option("--vae-checkpoint", type=click.Path(dir_okay=False), default=None, help="Default: the cache's.")
+@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="Default: the cache's.")
+@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="images.zip + attributes.csv.")
+@click.option("--samples", type=int, default=10_000, show_default=True, help="Generated faces (>= 1024).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--inception-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local torchmetrics Inception weights for standard FID (default: classifier features).",
+)
+@click.option(
+    "--show-originals", is_flag=True, help="Also write the real held-out faces (git-ignored *.local.png; license)."
+)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+def bench_celeba64_original(
+    vae_checkpoint: str | None,
+    classifier_checkpoint: str | None,
+    celeba_dir: str | None,
+    samples: int,
+    seed: int,
+    inception_weights: str | None,
+    show_originals: bool,
+    threads: int | None,
+    out: str,
+) -> None:
+    """Measure the original CelebA VAE and classifier: losses, attribute rates, FID, sample grids."""
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.celeba import original_report
+
+    if samples < 1024:
+        raise ConfigError("--samples must be >= 1024")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    original_report(
+        out,
+        vae_checkpoint=vae_checkpoint,
+        classifier_checkpoint=classifier_checkpoint,
+        celeba_dir=celeba_dir,
+        samples=samples,
+        seed=seed,
+        inception_weights=inception_weights,
+        show_originals=show_originals,
+    )
+    click.echo((Path(out) / "README.md").read_text())
 
 
 def main() -> None:
