@@ -67,7 +67,7 @@ def methods() -> None:
 @click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name, or celeba64.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
 @click.option(
-    "--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier); celeba64: 35 (vae), 12 (classifier)."
+    "--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier); celeba64: 25 (vae), 12 (classifier)."
 )
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)

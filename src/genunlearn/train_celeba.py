@@ -59,7 +59,7 @@ class CelebATrainConfig:
     model: str
     dataset: str = "celeba64"
     framing: str = "aligned"
-    epochs: int = 40
+    epochs: int = 25
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "cosine"
@@ -91,7 +91,7 @@ class CelebATrainConfig:
     def defaults(cls, model: str, **overrides: Any) -> CelebATrainConfig:
         """The default configuration of ``model`` (see docs/celeba64.md), with ``overrides`` applied."""
         base: dict[str, Any] = (
-            {"framing": "aligned", "epochs": 40, "widths": VAE_WIDTHS}
+            {"framing": "aligned", "epochs": 25, "widths": VAE_WIDTHS}
             if model == "vae"
             else {"framing": "all", "epochs": 12, "widths": CLF_WIDTHS}
         )
