@@ -306,12 +306,15 @@ def test_train_vae_cli_writes_cache_and_record_and_loads(celeba_dir, tmp_path, m
     assert isinstance(vae, CelebAVAE) and vae.widths == (4, 8) and not vae.training
 
 
-def test_resume_mid_epoch_equals_uninterrupted(celeba_dir, tmp_path):
+@pytest.mark.parametrize("model, widths", [("vae", (4, 8)), ("classifier", (4, 8, 8, 8))])
+def test_resume_mid_epoch_equals_uninterrupted(celeba_dir, tmp_path, model, widths):
     cfg = CelebATrainConfig.defaults(
-        "vae", epochs=2, batch_size=8, widths=(4, 8), latent_dim=4, checkpoint_every=1, celeba_dir=str(celeba_dir)
+        model, framing="aligned", epochs=2, batch_size=8, widths=widths, latent_dim=4, checkpoint_every=1
     )
-    partial = train_celeba(cfg, tmp_path / "a", progress=False, stop_after_steps=3)  # 3 steps/epoch: mid-epoch 2
+    cfg = CelebATrainConfig(**{**cfg.__dict__, "celeba_dir": str(celeba_dir)})
+    partial = train_celeba(cfg, tmp_path / "a", progress=False, stop_after_steps=3)  # 2 steps/epoch: mid-epoch 2
     assert not partial["complete"] and partial["epochs_done"] == 1
+    torch.manual_seed(123)  # the global RNG must not matter
     train_celeba(cfg, tmp_path / "a", progress=False)
     train_celeba(cfg, tmp_path / "b", progress=False)
     wa, wb = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
@@ -319,7 +322,7 @@ def test_resume_mid_epoch_equals_uninterrupted(celeba_dir, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
     ra, rb = (json.loads((tmp_path / d / "record.json").read_text()) for d in "ab")
     assert [h["train_loss"] for h in ra["history"]] == [h["train_loss"] for h in rb["history"]]
-    other = CelebATrainConfig.defaults("vae", epochs=2, batch_size=8, widths=(4, 8), latent_dim=4, lr=0.01)
+    other = CelebATrainConfig(**{**cfg.__dict__, "lr": 0.01})
     with pytest.raises(CheckpointError, match="a run with a different config"):
         train_celeba(other, tmp_path / "a", progress=False)
 
@@ -343,6 +346,18 @@ def test_cli_options_are_checked(celeba_dir, capsys):
     assert code == 2 and "Missing option '--out'" in err
     code, _, err = run(["train", "vae", "--dataset", "celeba64", "--celeba-dir", str(celeba_dir / "no")], capsys)
     assert code == 2 and "CelebA folder not found" in err
+
+
+def test_attribute_metrics_rates():
+    from genunlearn.train_celeba import attribute_metrics
+
+    target = torch.tensor([[1], [1], [0], [0], [0]])
+    pred = torch.tensor([[True], [False], [True], [False], [False]])
+    m = attribute_metrics(pred, target, ["Male"])["Male"]
+    assert m["accuracy"] == pytest.approx(3 / 5) and m["false_positive_rate"] == pytest.approx(1 / 3)
+    assert m["false_negative_rate"] == pytest.approx(1 / 2)
+    assert m["balanced_accuracy"] == pytest.approx(0.5 * (1 / 2 + 2 / 3))
+    assert m["prevalence"] == pytest.approx(2 / 5) and m["predicted_rate"] == pytest.approx(2 / 5)
 
 
 # -- FID -------------------------------------------------------------------------------------------------------

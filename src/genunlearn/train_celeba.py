@@ -1,9 +1,9 @@
 """Training of the CelebA 64x64 models (face VAE, attribute classifier), resumable and reproducible.
 
 The images of the chosen framing are decoded once into memory (uint8). Each epoch's order and flips come
-from a generator seeded with ``(seed, epoch)``, each step's reparameterisation noise from one seeded with
-``(seed, epoch, step)``, so a run resumed from any checkpoint (end of an epoch, or every
-``checkpoint_every`` steps inside one) continues exactly as an uninterrupted run. The output directory
+from a generator seeded with ``(seed, epoch)``, each step's reparameterisation noise (VAE) or dropout masks
+(classifier) from one seeded with ``(seed, epoch, step)``, so a run resumed from any checkpoint (end of an
+epoch, or every ``checkpoint_every`` steps inside one) continues exactly as an uninterrupted run. The output directory
 (default ``<cache>/celeba64-vae`` or ``<cache>/celeba64-classifier``, see :func:`genunlearn.paths.cache_dir`)
 holds ``model.safetensors`` (weights + metadata), ``optimizer.pt``, ``state.json`` and ``record.json``
 (config, versions, per-epoch losses and held-out metrics, final metrics, time).
@@ -307,6 +307,7 @@ def train_celeba(
                     kl_weight=config.kl_weight,
                 )
             else:
+                torch.manual_seed(_gen(config.seed, epoch, step_in_epoch).initial_seed())  # dropout masks
                 loss = F.binary_cross_entropy_with_logits(model(x), train_y[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
