@@ -53,7 +53,7 @@ def models(evaluate: bool, out: str | None) -> None:
     from genunlearn.models.registry import MODELS
 
     for spec in MODELS.values():
-        click.echo(f"{spec.name:18s} {spec.kind:10s} {spec.description}")
+        click.echo(f"{spec.name:20s} {spec.kind:10s} {spec.description}")
     if out is not None and not evaluate:
         raise click.UsageError("--out needs --evaluate")
     if evaluate:
@@ -79,23 +79,43 @@ def methods() -> None:
 
 @cli.command()
 @click.argument("model", type=click.Choice(["vae", "classifier", "dit"]))
-@click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name.")
+@click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name, or celeba64.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
-@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier), 12 (dit).")
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Default: 200 (vae), 20 (classifier), 12 (dit); celeba64: 25 (vae), 12 (classifier).",
+)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW).")
 @click.option(
     "--lr-schedule",
     type=click.Choice(["constant", "cosine"]),
     default=None,
-    help="Default: constant (vae), cosine (classifier; dit after a 500-step warm-up).",
+    help="Default: constant (vae), cosine (classifier; dit after a 500-step warm-up); celeba64: cosine.",
 )
 @click.option("--bn/--no-bn", "use_bn", default=True, show_default=True, help="Classifier: apply bn1.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory (resumable); required for IDX datasets, celeba64: $GENUNLEARN_CACHE/celeba64-<model>.",
+)
 @click.option("--resume/--no-resume", default=True, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option(
+    "--framing",
+    type=click.Choice(["aligned", "detector-crop", "all"]),
+    default=None,
+    help="celeba64: training images (default: aligned for vae, all for classifier).",
+)
+@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="celeba64: images.zip + CSV.")
+@click.option("--hflip/--no-hflip", default=None, help="celeba64: random horizontal flips [on].")
+@click.option("--widths", default=None, help="celeba64: channel widths, e.g. 32,64,128,256,512 (vae).")
+@click.option("--checkpoint-every", type=int, default=None, help="celeba64: checkpoint every N steps [50].")
 def train(
     model: str,
     dataset: str,
@@ -107,13 +127,48 @@ def train(
     use_bn: bool,
     seed: int,
     device: str,
-    out: str,
+    out: str | None,
     resume: bool,
     threads: int | None,
+    framing: str | None,
+    celeba_dir: str | None,
+    hflip: bool | None,
+    widths: str | None,
+    checkpoint_every: int | None,
 ) -> None:
-    """Train an original model (the paper's MNIST VAE or classifier, or the class-conditional DiT)."""
+    """Train an original model: the paper's MNIST VAE or classifier, the class-conditional MNIST DiT, or the
+    CelebA 64x64 VAE or attribute classifier."""
     from genunlearn.errors import ConfigError
 
+    if dataset == "celeba64":
+        if data_dir is not None:
+            raise ConfigError("--data-dir is for IDX datasets; use --celeba-dir for celeba64")
+        _train_celeba(
+            model,
+            epochs,
+            batch_size,
+            lr or 1e-3,
+            lr_schedule,
+            seed,
+            device,
+            out,
+            resume,
+            threads,
+            framing,
+            celeba_dir,
+            hflip,
+            widths,
+            checkpoint_every,
+        )
+        return
+    given = {"--framing": framing, "--celeba-dir": celeba_dir, "--hflip": hflip, "--widths": widths}
+    given["--checkpoint-every"] = checkpoint_every
+    for name, value in given.items():
+        if value is not None:
+            raise ConfigError(f"{name} applies to --dataset celeba64 only")
+    if out is None:
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "out"))
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads must be >= 1")
@@ -156,6 +211,57 @@ def train(
     record = run_train(config, out, resume=resume)
     click.echo(json.dumps(record["final"]))
     click.echo(f"weights: {Path(out) / 'model.safetensors'}")
+
+
+def _train_celeba(
+    model: str,
+    epochs: int | None,
+    batch_size: int,
+    lr: float,
+    lr_schedule: str | None,
+    seed: int,
+    device: str,
+    out: str | None,
+    resume: bool,
+    threads: int | None,
+    framing: str | None,
+    celeba_dir: str | None,
+    hflip: bool | None,
+    widths: str | None,
+    checkpoint_every: int | None,
+) -> None:
+    from genunlearn.train_celeba import KEY_ATTRIBUTES, CelebATrainConfig, default_out, train_celeba
+
+    try:
+        width_tuple = tuple(int(w) for w in widths.split(",")) if widths else None
+    except ValueError:
+        raise click.BadParameter(f"--widths expects integers like 32,64,128, got {widths!r}") from None
+    config = CelebATrainConfig.defaults(
+        model,
+        framing=framing,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        hflip=hflip,
+        widths=width_tuple,
+        checkpoint_every=checkpoint_every,
+        celeba_dir=celeba_dir,
+        threads=threads,
+        device=device,
+    ).validate()
+    out_dir = Path(out) if out is not None else default_out(model)
+    record = train_celeba(config, out_dir, resume=resume)
+    final = record["final"]
+    if not record["complete"]:
+        click.echo(f"stopped after {record['epochs_done']} of {config.epochs} epochs; rerun to resume")
+    elif model == "vae":
+        click.echo(json.dumps({"test": final["test"], "train": final["train"]}))
+    else:
+        acc = {a: round(final["test"][a]["accuracy"], 4) for a in KEY_ATTRIBUTES if a in final["test"]}
+        click.echo(json.dumps({"test_mean_accuracy": round(final["test_mean_accuracy"], 4), "test_accuracy": acc}))
+    click.echo(f"weights: {out_dir / 'model.safetensors'}")
 
 
 @cli.command()

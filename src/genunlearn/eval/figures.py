@@ -72,3 +72,22 @@ def class_histogram(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def rgb_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, pad: int = 2, scale: int = 2) -> Path:
+    """Save RGB images ``(N, 3, H, W)`` in [0, 1] as one PNG grid (``nrow`` per row, white padding, exact pixels
+    enlarged ``scale`` times by repetition)."""
+    from PIL import Image
+
+    from genunlearn.checkpoints import atomic_write
+
+    imgs = images.detach().cpu().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    n, h, w, _ = imgs.shape
+    rows = int(np.ceil(n / nrow))
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, nrow)
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = im
+    if scale > 1:
+        canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
+    return atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))
