@@ -71,6 +71,9 @@ class DataConfig:
         replace_with: conditional replacement: the target class of each forget class (or one for all), e.g.
             ``--forget 1 --replace-with 7``; empty: class unlearning.
         num_workers: data-loader worker processes for datasets read from files (results do not depend on it).
+        forget_attr: feature unlearning on attribute datasets (celeba64): forget the examples with these
+            attributes, e.g. Male or Male,Eyeglasses (then the feature is class 1 and the rest class 0).
+        attr_mode: several forget attributes: any (their union) or all (their conjunction).
     """
 
     dataset: str | None = None
@@ -78,6 +81,8 @@ class DataConfig:
     forget: tuple[int, ...] = (1,)
     replace_with: tuple[int, ...] = ()
     num_workers: int = 0
+    forget_attr: tuple[str, ...] = ()
+    attr_mode: str = "any"
 
     def validate(self) -> DataConfig:
         """Check the fields (one-line errors)."""
@@ -87,6 +92,8 @@ class DataConfig:
             raise ConfigError("[data] replace_with: give one target class or one per forget class")
         if self.num_workers < 0:
             raise ConfigError(f"[data] num_workers must be >= 0, got {self.num_workers}")
+        if self.attr_mode not in ("any", "all"):
+            raise ConfigError(f"[data] attr_mode must be 'any' or 'all', got {self.attr_mode!r}")
         return self
 
 
@@ -329,6 +336,10 @@ def _parse_int_list(value: str | None) -> tuple[int, ...] | None:
         raise click.BadParameter(f"expected class labels like '1' or '1,7', got {value!r}") from None
 
 
+def _parse_str_list(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 def config_options(func: Any) -> Any:
     """Decorate a click command with one option per config field (CLI-only: dict fields are skipped).
 
@@ -350,8 +361,9 @@ def config_options(func: Any) -> Any:
             if base is bool:
                 opt = click.option(f"--{name}/--no-{name}", param, default=None, help=help_text)
             elif typing.get_origin(base) is tuple:
+                parse = _parse_str_list if typing.get_args(base)[0] is str else _parse_int_list
                 opt = click.option(
-                    f"--{name}", param, default=None, callback=lambda _c, _p, v: _parse_int_list(v), help=help_text
+                    f"--{name}", param, default=None, callback=lambda _c, _p, v, f=parse: f(v), help=help_text
                 )
             else:
                 click_type = {int: int, float: float, str: str}.get(base, str)

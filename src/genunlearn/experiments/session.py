@@ -83,6 +83,8 @@ class UnlearnSession:
             data_dir=data.data_dir,
             classifier_checkpoint=monitor.classifier_checkpoint,
             classifier_bn=monitor.classifier_bn,
+            forget_attr=tuple(data.forget_attr),
+            attr_mode=data.attr_mode,
         )
         self.bundle: ModelBundle = build_bundle(model.name, model.options, context)
         if self.bundle.data is None:

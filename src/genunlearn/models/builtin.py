@@ -3,6 +3,10 @@
 - ``mnist-vae``: the UNO paper's MNIST VAE (bundled weights, or ``--checkpoint``) on MNIST or any IDX dataset
   (``--dataset NAME --data-dir DIR``; then ``--checkpoint`` and ``--classifier-checkpoint`` must be models
   trained on that dataset with ``genunlearn train vae|classifier --dataset NAME``).
+- ``celeba64-vae``: the CelebA 64x64 face VAE (weights from the cache or ``--checkpoint``) for *feature*
+  unlearning: ``--forget-attr Male`` (or several, ``--attr-mode any|all``) makes the faces with the feature
+  class 1; the monitor's classifier is the attribute classifier reduced to "has the feature" (factory options
+  ``framing``, ``cache_images``).
 - ``mnist-dit``: the class-conditional MNIST DiT (bundled weights or ``--checkpoint``) with the denoising
   objective over its DDPM schedule, its classifier-free-guided sampler (factory options ``sampler_steps``,
   ``guidance_scale``, ``sampler``, ``gradient_checkpointing``) and the MNIST classifier; batches carry labels.
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import copy
 
+import torch
+
 from genunlearn.errors import ConfigError
 from genunlearn.models.bundle import BuildContext, LatentSampler, ModelBundle, TrainingData, register_bundle
 from genunlearn.models.mnist_vae import MNISTVAE
@@ -19,10 +25,16 @@ from genunlearn.models.registry import bundled_weights, load_model
 from genunlearn.objectives.vae import VAEObjective
 
 
+def _no_attributes(context: BuildContext, name: str) -> None:
+    if context.forget_attr:
+        raise ConfigError(f"--forget-attr selects features of attribute datasets (celeba64), not of {name}")
+
+
 def mnist_vae(context: BuildContext) -> ModelBundle:
     """The MNIST VAE with its training data and classifier (see the module docstring)."""
     from genunlearn.data import load_dataset
 
+    _no_attributes(context, "mnist-vae")
     dataset = context.dataset or "mnist"
     if dataset != "mnist" and (context.checkpoint is None or context.classifier_checkpoint is None):
         raise ConfigError(
@@ -107,6 +119,7 @@ def mnist_dit(
     from genunlearn.models.mnist_dit import SAMPLERS, MnistDiT, sample
     from genunlearn.objectives.diffusion import DiffusionObjective
 
+    _no_attributes(context, "mnist-dit")
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     if sampler_steps < 1:
@@ -158,3 +171,70 @@ def mnist_dit(
 
 
 register_bundle("mnist-dit", mnist_dit)
+
+
+class AttributeDetector(torch.nn.Module):
+    """A multi-label attribute classifier reduced to two classes, "without" (0) and "with" (1) the feature.
+
+    The logit of the feature is the largest (``how="any"``) or smallest (``"all"``) of the attributes' logits,
+    so ``softmax([0, s])[1] = sigmoid(s)`` is the classifier's probability of the feature (for one attribute)
+    and ``argmax`` says whether it sees it. ``features`` are the classifier's (for FID).
+    """
+
+    def __init__(self, classifier: torch.nn.Module, indices: list[int], how: str = "any") -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long), persistent=False)
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(x)[:, self.indices]
+        s = logits.max(1).values if self.how == "any" else logits.min(1).values
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x)  # type: ignore[operator]
+
+
+def celeba64_vae(context: BuildContext, *, framing: str = "aligned", cache_images: bool = False) -> ModelBundle:
+    """The CelebA face VAE for feature unlearning (see the module docstring)."""
+    from genunlearn.data.celeba import CelebA64
+
+    if context.dataset not in (None, "celeba64"):
+        raise ConfigError(f"celeba64-vae is trained on celeba64, not {context.dataset}")
+    if not context.forget_attr:
+        raise ConfigError("celeba64-vae unlearns features: name them with --forget-attr (e.g. Male)")
+    faces = CelebA64(context.data_dir, split="train", framing=framing, cache=cache_images)  # type: ignore[arg-type]
+    labels = faces.forget_mask(list(context.forget_attr), context.attr_mode).long()  # type: ignore[arg-type]
+    vae = load_model("celeba64-vae", context.checkpoint, device=context.device)
+    clf = load_model("celeba64-classifier", context.classifier_checkpoint, device=context.device)
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    detector = AttributeDetector(clf, [faces.attribute_index(a) for a in context.forget_attr], context.attr_mode)
+    original = copy.deepcopy(vae).eval()
+    feature = ("|" if context.attr_mode == "any" else "&").join(context.forget_attr)
+    from genunlearn.models.registry import cached_weights
+
+    return ModelBundle(
+        model=vae,
+        objective=VAEObjective("mse", context.loss_reduction),
+        sampler=LatentSampler((vae.latent_dim,)),
+        classifier=detector.to(context.device).eval(),
+        num_classes=2,
+        data=TrainingData(faces, labels, name=f"celeba64 ({framing}, train split)"),
+        replacement_likelihood="mse",
+        description=f"CelebA 64x64 VAE, forget {feature}",
+        load_fresh=lambda: copy.deepcopy(original),
+        info={
+            "inputs": {
+                "vae": str(context.checkpoint or cached_weights("celeba64-vae")),
+                "classifier": str(context.classifier_checkpoint or cached_weights("celeba64-classifier")),
+            },
+            "attribute_classifier": clf,
+            "attribute_names": faces.attribute_names,
+            "dataset": faces,
+        },
+    )
+
+
+register_bundle("celeba64-vae", celeba64_vae)

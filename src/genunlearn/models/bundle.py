@@ -178,6 +178,8 @@ class BuildContext:
         loss_reduction: ``"sum"`` or ``"mean"``: the objective's reduction over the batch.
         dataset, data_dir: ``[data]`` options (a factory may use them to build its data).
         classifier_checkpoint, classifier_bn: ``[monitor]`` options for the classifier.
+        forget_attr, attr_mode: ``[data]`` feature selection for attribute datasets (the factory turns it into
+            labels: 1 = has the feature, 0 = not).
     """
 
     device: torch.device
@@ -187,6 +189,8 @@ class BuildContext:
     data_dir: str | None = None
     classifier_checkpoint: str | None = None
     classifier_bn: bool | None = None
+    forget_attr: tuple[str, ...] = ()
+    attr_mode: str = "any"
 
 
 Factory = Callable[..., ModelBundle]
