@@ -105,3 +105,18 @@ def test_celeba_errors_and_cli(tiny_celeba, tmp_path, capsys):
     assert code == 0, err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["run_config"]["data"]["forget_attr"] == ["Male", "Smiling"] and summary["steps_run"] == 2
+
+
+def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "celeba64", "--quick", "--attr", "Male", "--methods", "s,rep", "--framing", "all", "--celeba-dir"]
+    argv += [str(tiny_celeba / "data"), "--checkpoint", str(tiny_celeba / "vae.safetensors")]
+    argv += ["--classifier-checkpoint", str(tiny_celeba / "clf.safetensors")]
+    argv += ["--independent-classifier", str(tiny_celeba / "clf.safetensors"), "--fid-samples", "16"]
+    code, stdout, err = run([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "forget Male" in stdout and "What else changed" in stdout and "| REP" in stdout
+    results = json.loads((out / "results.json").read_text())
+    row = results["rows"][0]
+    assert row["forget_fraction_final"][0] == pytest.approx(row["forget_fraction_final_independent"][0])
+    assert (out / "figures" / "attribute_rates.png").is_file() and (out / "figures" / "grid-rep.png").is_file()
