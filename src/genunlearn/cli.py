@@ -94,7 +94,13 @@ def methods() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
-@click.option("--resume/--no-resume", default=True, show_default=True)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue a run of the same config found in --out (after Ctrl-C or a crash: the result is the same).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run that --out holds (its files only).")
 def train(
     model: str,
     dataset: str,
@@ -108,6 +114,7 @@ def train(
     device: str,
     out: str,
     resume: bool,
+    overwrite: bool,
 ) -> None:
     """Train an original model (the paper's MNIST VAE or classifier)."""
     from genunlearn.train import TrainConfig
@@ -126,7 +133,7 @@ def train(
         lr_schedule=lr_schedule or ("constant" if is_vae else "cosine"),
         device=device,
     )
-    record = run_train(config, out, resume=resume)
+    record = run_train(config, out, resume=resume, overwrite=overwrite)
     click.echo(json.dumps(record["final"]))
     click.echo(f"weights: {Path(out) / 'model.safetensors'}")
 
@@ -142,7 +149,29 @@ def train(
 @config_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the unfinished run of the same config in --out from its last checkpoint (the result equals an "
+    "uninterrupted run).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the run that --out holds (its files only).")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Save a resumable checkpoint (checkpoint.pt) every N updates (0: only at the end or on Ctrl-C).",
+)
+def unlearn(
+    config_file: str | None,
+    out: str,
+    quiet: bool,
+    resume: bool,
+    overwrite: bool,
+    checkpoint_every: int,
+    **options: Any,
+) -> None:
     """Make a model forget a class (or replace it); writes summary.json, config.toml, log.csv and model.safetensors.
 
     \b
@@ -150,13 +179,22 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
       genunlearn unlearn --forget 1 --method rep --out runs/rep1
       genunlearn unlearn --config run.toml --steps 100 --out runs/x
       genunlearn unlearn --model my_model:factory --config run.toml --out runs/mine
+      genunlearn unlearn --forget 1 --method uno --out runs/uno1 --resume   # after Ctrl-C or a crash
     """
     from genunlearn.config import load_config, overrides_from_cli
     from genunlearn.experiments.session import run_to_dir
 
     cfg = load_config(config_file, overrides_from_cli(options))
     command = " ".join(shlex.quote(a) for a in ["genunlearn", *sys.argv[1:]])
-    summary = run_to_dir(cfg, out, progress=not quiet, command=command)
+    summary = run_to_dir(
+        cfg,
+        out,
+        progress=not quiet,
+        command=command,
+        resume=resume,
+        overwrite=overwrite,
+        checkpoint_every=checkpoint_every,
+    )
     keys = [
         "method",
         "status",
@@ -310,8 +348,11 @@ def main() -> None:
     """Entry point: run the CLI, turning genunlearn errors into one line and exit status 2."""
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__  # click turns KeyboardInterrupt into Abort; keep the run's message
+        click.echo(
+            f"interrupted: {cause}" if isinstance(cause, KeyboardInterrupt) and str(cause) else "aborted", err=True
+        )
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -319,8 +360,8 @@ def main() -> None:
     except GenUnlearnError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
         sys.exit(130)
 
 

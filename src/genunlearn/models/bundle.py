@@ -141,6 +141,8 @@ class BuildContext:
         loss_reduction: ``"sum"`` or ``"mean"``: the objective's reduction over the batch.
         dataset, data_dir: ``[data]`` options (a factory may use them to build its data).
         classifier_checkpoint, classifier_bn: ``[monitor]`` options for the classifier.
+        allow_pickle: the user trusts checkpoints that need full unpickling (``--allow-pickle``); pass it to
+            :func:`~genunlearn.checkpoints.load_state` / :func:`~genunlearn.models.load_model`.
     """
 
     device: torch.device
@@ -150,6 +152,7 @@ class BuildContext:
     data_dir: str | None = None
     classifier_checkpoint: str | None = None
     classifier_bn: bool | None = None
+    allow_pickle: bool = False
 
 
 Factory = Callable[..., ModelBundle]
