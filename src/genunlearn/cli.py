@@ -215,6 +215,134 @@ def unlearn(
         raise GenUnlearnError(summary["status"])
 
 
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected integers like '10,50,100', got {value!r}") from None
+    if not out:
+        raise click.BadParameter("expected at least one integer")
+    return out
+
+
+@cli.command()
+@click.option(
+    "--model", "model_name", default="mnist-vae", show_default=True, help="Registered model or module:factory."
+)
+@click.option(
+    "--checkpoint", type=click.Path(dir_okay=False), default=None, help="The original weights (default: the model's)."
+)
+@click.option("--dataset", default=None, help="Training data by name (default: the model's).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--forget", default="1", show_default=True, help="The forgotten class(es), e.g. 1 or 1,7.")
+@click.option(
+    "--unlearned",
+    "unlearned",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="An unlearned model: its weights or a `genunlearn unlearn` output folder (repeatable).",
+)
+@click.option("--retrained", type=click.Path(), default=None, help="A model retrained without the forgotten class.")
+@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="The attacked detector.")
+@click.option("--classifier-bn/--no-classifier-bn", default=None, help="Its bn1 (MNIST classifier).")
+@click.option(
+    "--independent-classifier",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A second detector that re-measures everything (default: the UNO authors' MNIST classifier when found).",
+)
+@click.option("--independent-classifier-bn/--no-independent-classifier-bn", default=None)
+@click.option("--starts", type=click.IntRange(min=1), default=256, show_default=True, help="Input search starts.")
+@click.option("--search-steps", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--grid", type=click.IntRange(min=0), default=201, show_default=True, help="Grid points per axis (2-d).")
+@click.option("--relearn-at", default="10,50,100", show_default=True, help="Update counts k of relearning.")
+@click.option("--relearn-forget", default="0,1,10", show_default=True, help="Forget examples per relearning batch.")
+@click.option("--relearn-seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--confidence", type=float, default=0.9, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--allow-pickle", is_flag=True, help="Read torch checkpoints holding pickled objects (trusted files only)."
+)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--resume", is_flag=True, help="Reuse the per-model results of an earlier audit in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the audit that --out holds.")
+@click.option("--title", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def audit(
+    model_name: str,
+    checkpoint: str | None,
+    dataset: str | None,
+    data_dir: str | None,
+    forget: str,
+    unlearned: tuple[str, ...],
+    retrained: str | None,
+    classifier_checkpoint: str | None,
+    classifier_bn: bool | None,
+    independent_classifier: str | None,
+    independent_classifier_bn: bool | None,
+    starts: int,
+    search_steps: int,
+    grid: int,
+    relearn_at: str,
+    relearn_forget: str,
+    relearn_seeds: int,
+    confidence: float,
+    seed: int,
+    device: str,
+    allow_pickle: bool,
+    out: str,
+    resume: bool,
+    overwrite: bool,
+    title: str | None,
+    quiet: bool,
+) -> None:
+    """Try to bring the forgotten class back: input search and relearning, with a pass/fail verdict per model.
+
+    \b
+    Example (docs/audit.md):
+      genunlearn audit --forget 1 --unlearned rep=runs/rep1 --unlearned s=runs/s1 --out audits/mnist1
+    """
+    from genunlearn.experiments.audit import run_audit_command
+
+    data = run_audit_command(
+        model_name=model_name,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        data_dir=data_dir,
+        forget=_parse_classes(forget),
+        unlearned=unlearned,
+        retrained=retrained,
+        classifier_checkpoint=classifier_checkpoint,
+        classifier_bn=classifier_bn,
+        independent_classifier=independent_classifier,
+        independent_classifier_bn=independent_classifier_bn,
+        settings_overrides={
+            "starts": starts,
+            "search_steps": search_steps,
+            "grid": grid,
+            "relearn_at": _int_list(relearn_at),
+            "relearn_forget": _int_list(relearn_forget),
+            "relearn_seeds": relearn_seeds,
+            "confidence": confidence,
+            "seed": seed,
+        },
+        device=device,
+        allow_pickle=allow_pickle,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        title=title,
+        progress=not quiet,
+    )
+    for m in data["models"]:
+        v = m["verdict"]
+        status = "reference" if m["kind"] == "original" else ("pass" if v["pass"] else "fail")
+        failed = [k for k, c in v["checks"].items() if c["pass"] is False]
+        click.echo(f"{m['name']:16s} {m['kind']:10s} {status}" + (f" (fails: {', '.join(failed)})" if failed else ""))
+    click.echo(f"report: {Path(out) / 'audit.md'}")
+
+
 @cli.command()
 @click.option("--out", type=click.Path(file_okay=False), default="genunlearn-demo", show_default=True)
 @click.option("--forget", type=int, default=1, show_default=True, help="Digit to forget.")

@@ -6,7 +6,7 @@ Three kinds of outputs are regenerated (and, with ``--check``, compared with wha
    ``table.md`` and ``table.csv`` from a bench's ``results.json`` (:func:`genunlearn.experiments.bench.render_table`,
    ``write_csv``); ``summary.md`` and ``summary.csv`` from a sweep's ``cells.jsonl``
    (:mod:`genunlearn.experiments.sweep_summary`); ``independent_monitor.md`` from ``independent_monitor.json``;
-   ``evaluation.md`` from ``evaluation.json``.
+   ``evaluation.md`` from ``evaluation.json``; ``audit.md`` from ``audit.json``.
 2. **Generated blocks** in any markdown file, between marker comments that name the generator and its data::
 
        <!-- begin generated: step-cost-times benchmarks/results/step_cost.json -->
@@ -699,6 +699,10 @@ def _derived(path: Path) -> list[Output]:
         return _sweep_outputs(path)
     elif name == "independent_monitor.json":
         return [Output(path.parent / "independent_monitor.md", render_independent_monitor(load_data(path)), name)]
+    elif name == "audit.json":
+        from genunlearn.experiments.audit import render_audit
+
+        return [Output(path.parent / "audit.md", render_audit(load_data(path)), name)]
     elif name == "evaluation.json":
         from genunlearn.experiments.model_eval import evaluation_markdown
 

@@ -40,7 +40,7 @@ from genunlearn.objectives import (
     batch_inputs,
 )
 from genunlearn.outputs import prepare_run_dir
-from genunlearn.provenance import run_record
+from genunlearn.provenance import record_start, run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -349,6 +349,7 @@ def run_to_dir(
     Ctrl-C); ``resume`` continues an unfinished run of the same config from it, with the result of the
     uninterrupted run. ``summary.json`` is written last and the checkpoint is removed after it.
     """
+    record_start()
     cfg.validate()
     out = Path(out)
     if (
