@@ -308,6 +308,13 @@ def _f(v: Any, spec: str) -> str:
     return format_value(v, spec)
 
 
+@generator("audit-verdict", "AUDIT_JSON")
+def _gen_audit(root: Path, args: list[str]) -> str:
+    from genunlearn.experiments.audit import render_verdict
+
+    return render_verdict(load_data(root / _args(args, 1, "audit-verdict")[0])) + "\n"
+
+
 @generator("models-evaluation", "EVALUATION_JSON")
 def _gen_models(root: Path, args: list[str]) -> str:
     from genunlearn.experiments.model_eval import render_evaluation

@@ -511,6 +511,31 @@ def _recall_note(detectors: Sequence[Mapping[str, Any]]) -> str:
     return f" (on {n:,} real training examples of the forgotten class: " + ", ".join(parts) + " confident)"
 
 
+def render_verdict(data: Mapping[str, Any]) -> str:
+    """The verdict table of an audit (first table of ``audit.md``; report generator ``audit-verdict``)."""
+    lines = [
+        "| model | kind | prior | input search | prior mass | relearn (retain only) | relearn (forget examples) "
+        "| pass |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in data["models"]:
+        c = m["verdict"]["checks"]
+
+        def cell(name: str, fmt=_pct, c=c) -> str:
+            ch = c[name]
+            if ch["pass"] is None:
+                return "n/a"
+            mark = "✓" if ch["pass"] else "✗"
+            return f"{fmt(ch['value'])} {mark}"
+
+        verdict_txt = "reference" if m["kind"] == "original" else ("**pass**" if m["verdict"]["pass"] else "fail")
+        lines.append(
+            f"| {m['name']} | {m['kind']} | {cell('prior')} | {cell('input_search')} | {cell('prior_mass')} | "
+            f"{cell('relearn_retain')} | {cell('relearn_forget', lambda v: f'{100 * v:+.1f} pts')} | {verdict_txt} |"
+        )
+    return "\n".join(lines)
+
+
 def render_audit(data: Mapping[str, Any]) -> str:
     """``audit.md`` from ``audit.json`` (also what ``genunlearn report`` regenerates)."""
     s = data["settings"]
@@ -531,26 +556,7 @@ def render_audit(data: Mapping[str, Any]) -> str:
         "",
         "## Verdict",
         "",
-        "| model | kind | prior | input search | prior mass | relearn (retain only) | relearn (forget examples) "
-        "| pass |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for m in models:
-        c = m["verdict"]["checks"]
-
-        def cell(name: str, fmt=_pct, c=c) -> str:
-            ch = c[name]
-            if ch["pass"] is None:
-                return "n/a"
-            mark = "✓" if ch["pass"] else "✗"
-            return f"{fmt(ch['value'])} {mark}"
-
-        verdict_txt = "reference" if m["kind"] == "original" else ("**pass**" if m["verdict"]["pass"] else "fail")
-        lines.append(
-            f"| {m['name']} | {m['kind']} | {cell('prior')} | {cell('input_search')} | {cell('prior_mass')} | "
-            f"{cell('relearn_retain')} | {cell('relearn_forget', lambda v: f'{100 * v:+.1f} pts')} | {verdict_txt} |"
-        )
-    lines += [
+        render_verdict(data),
         "",
         "## Input search",
         "",
