@@ -172,6 +172,9 @@ def select(data: Any, selector: str) -> Any:
                 raise ReportError(f"selector {selector!r}: no key {seg.value!r} (have {', '.join(map(str, cur))})")
             cur = cur[seg.value]
         elif seg.kind == "index":
+            if isinstance(cur, Mapping) and str(seg.value) in cur:  # a numeric key ("relearn.10.100")
+                cur = cur[str(seg.value)]
+                continue
             if not isinstance(cur, list) or not -len(cur) <= seg.value < len(cur):
                 raise ReportError(f"selector {selector!r}: index {seg.value} out of range")
             cur = cur[seg.value]
