@@ -137,6 +137,18 @@ def _fractions(model: nn.Module, generate: Any, inputs: torch.Tensor, detectors:
     return {d.name: float(torch.cat(hits[d.name]).float().mean()) for d in detectors}
 
 
+def _distinct_best(inputs: torch.Tensor, p: torch.Tensor, n: int, min_distance: float) -> torch.Tensor:
+    """Indices of up to ``n`` highest-``p`` inputs at least ``min_distance`` apart (many starts end at one optimum)."""
+    flat = inputs.reshape(len(inputs), -1)
+    chosen: list[int] = []
+    for i in torch.argsort(p, descending=True).tolist():
+        if all(float((flat[i] - flat[j]).norm()) >= min_distance for j in chosen):
+            chosen.append(i)
+            if len(chosen) == n:
+                break
+    return torch.tensor(chosen, dtype=torch.long)
+
+
 def audit_model(
     session: Any,
     model: nn.Module,
@@ -184,7 +196,7 @@ def audit_model(
     bar.update()
     both = search.confident(c)
     score = torch.stack([search.p[n] for n in names]).min(0).values
-    order = torch.argsort(search.p[names[0]], descending=True)[: settings.best]
+    order = _distinct_best(search.inputs, search.p[names[0]], settings.best, 0.05 * ball.radius)
     with torch.no_grad():
         best_samples = generate(model, search.inputs[order].to(device)).cpu()
     search_out = {
@@ -451,15 +463,19 @@ def _figure_best(results, targets, detectors, path: Path, settings: AuditSetting
     for ax, t in zip(axes[:, 0], targets, strict=True):
         r = results[t.name]
         imgs = r["_tensors"]["best_samples"]
-        ax.imshow(1.0 - _tile(imgs, 1), cmap="gray", vmin=0, vmax=1)
+        if len(imgs):
+            ax.imshow(1.0 - _tile(imgs, 1), cmap="gray", vmin=0, vmax=1)
         ps = ", ".join(f"{b[names[0]]:.2f}" for b in r["search"]["best"])
         share = r["search"]["confident_share_all"]
         ax.set_title(
             f"{t.name} ({t.kind}): {share:.0%} of starts confident; p[{names[0]}] = {ps}", fontsize=7, loc="left"
         )
         ax.axis("off")
-    fig.suptitle(f"Best samples of the input search (maximising p[{names[0]}] of the forgotten class)", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(
+        f"Best samples of the input search (maximising p[{names[0]}] of the forgotten class; distinct optima only)",
+        fontsize=9,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
@@ -470,29 +486,45 @@ def _figure_grid(results, targets, detectors, path: Path, settings: AuditSetting
 
     path.parent.mkdir(parents=True, exist_ok=True)
     shown = [t for t in targets if results[t.name]["_tensors"]["grid"] is not None]
-    fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 2.9), squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.5 * len(shown), 2.9), squeeze=False)
     att = detectors[0].name
     for ax, t in zip(axes[0], shown, strict=True):
         g = results[t.name]["_tensors"]["grid"]
-        z = g["inputs"].reshape(-1, 2).numpy()
-        p = g[f"p/{att}"].numpy()
-        both = np.all([g[f"p/{d.name}"].numpy() >= settings.confidence for d in detectors], axis=0)
-        ax.scatter(z[:, 0], z[:, 1], c=p, s=0.4, cmap="magma", vmin=0, vmax=1, marker="s", linewidths=0)
-        ax.scatter(z[both, 0], z[both, 1], s=0.4, c="#00e5ff", marker="s", linewidths=0)
+        z = g["inputs"].reshape(-1, 2).double()
+        r = float(results[t.name]["ball"]["radius"])
+        k = settings.grid
+        side = 2 * r / k
+        ij = ((z + r) / side - 0.5).round().long().clamp(0, k - 1).numpy()
+        img = np.full((k, k), np.nan)
+        img[ij[:, 1], ij[:, 0]] = g[f"p/{att}"].numpy()
+        both = np.zeros((k, k))
+        both[ij[:, 1], ij[:, 0]] = np.all([g[f"p/{d.name}"].numpy() >= settings.confidence for d in detectors], axis=0)
+        ax.imshow(img, origin="lower", extent=(-r, r, -r, r), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        if both.any():
+            ax.contour(both, levels=[0.5], colors="#00e5ff", linewidths=0.8, extent=(-r, r, -r, r), origin="lower")
+        ax.add_patch(plt.Circle((0, 0), r, fill=False, color="0.5", linewidth=0.6))
         mass = results[t.name]["grid"]["confident_mass_all"]
-        ax.set_title(f"{t.name}\nconfident mass {mass:.2%}", fontsize=8)
+        ax.set_title(f"{t.name}\nconfident prior mass {mass:.2%}", fontsize=8)
+        ax.set_xlim(-r, r)
+        ax.set_ylim(-r, r)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(
-        f"p[{att}] of the forgotten class over the latent disk (cyan: confident under all detectors)", fontsize=8
+        f"p[{att}] of the forgotten class over the latent disk |z| <= {r:.2f} (bright: high; cyan line: confident "
+        "under every detector)",
+        fontsize=8,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
 # --- tables ------------------------------------------------------------------------------------------------------
+
+
+def _pts(v: float) -> str:
+    return f"{100 * v:+.1f} pts"
 
 
 def _pct(v: float | None) -> str:
@@ -514,11 +546,13 @@ def _recall_note(detectors: Sequence[Mapping[str, Any]]) -> str:
 def render_verdict(data: Mapping[str, Any]) -> str:
     """The verdict table of an audit (first table of ``audit.md``; report generator ``audit-verdict``)."""
     lines = [
-        "| model | kind | prior | input search | prior mass | relearn (retain only) | relearn (forget examples) "
-        "| pass |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | kind | updates | prior | input search | prior mass | relearn (retain only) "
+        "| relearn (forget examples) | pass |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in data["models"]:
+        run = m.get("run") or {}
+        updates = "—" if run.get("steps_run") is None else f"{run['method']}, {run['steps_run']}"
         c = m["verdict"]["checks"]
 
         def cell(name: str, fmt=_pct, c=c) -> str:
@@ -530,8 +564,8 @@ def render_verdict(data: Mapping[str, Any]) -> str:
 
         verdict_txt = "reference" if m["kind"] == "original" else ("**pass**" if m["verdict"]["pass"] else "fail")
         lines.append(
-            f"| {m['name']} | {m['kind']} | {cell('prior')} | {cell('input_search')} | {cell('prior_mass')} | "
-            f"{cell('relearn_retain')} | {cell('relearn_forget', lambda v: f'{100 * v:+.1f} pts')} | {verdict_txt} |"
+            f"| {m['name']} | {m['kind']} | {updates} | {cell('prior')} | {cell('input_search')} | "
+            f"{cell('prior_mass')} | {cell('relearn_retain')} | {cell('relearn_forget', _pts)} | {verdict_txt} |"
         )
     return "\n".join(lines)
 
