@@ -80,9 +80,8 @@ def main() -> None:
     ap.add_argument("--methods", default="s,uno,rep")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "engine_overhead.json"))
     args = ap.parse_args()
-    from genunlearn.provenance import run_record
-
     from genunlearn.checkpoints import atomic_write_json
+    from genunlearn.provenance import run_record
 
     with tempfile.TemporaryDirectory() as tmp:
         wt = Path(tmp) / "before"

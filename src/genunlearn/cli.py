@@ -104,7 +104,13 @@ def methods() -> None:
     default=None,
     help="Output directory (resumable); required for IDX datasets, celeba64: $GENUNLEARN_CACHE/celeba64-<model>.",
 )
-@click.option("--resume/--no-resume", default=True, show_default=True)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue a run of the same config found in --out (after Ctrl-C or a crash: the result is the same).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run that --out holds (its files only).")
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
 @click.option(
     "--framing",
@@ -129,6 +135,7 @@ def train(
     device: str,
     out: str | None,
     resume: bool,
+    overwrite: bool,
     threads: int | None,
     framing: str | None,
     celeba_dir: str | None,
@@ -208,7 +215,7 @@ def train(
         lr_schedule=lr_schedule or ("constant" if is_vae else "cosine"),
         device=device,
     )
-    record = run_train(config, out, resume=resume)
+    record = run_train(config, out, resume=resume, overwrite=overwrite)
     click.echo(json.dumps(record["final"]))
     click.echo(f"weights: {Path(out) / 'model.safetensors'}")
 
@@ -275,7 +282,29 @@ def _train_celeba(
 @config_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the unfinished run of the same config in --out from its last checkpoint (the result equals an "
+    "uninterrupted run).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the run that --out holds (its files only).")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Save a resumable checkpoint (checkpoint.pt) every N updates (0: only at the end or on Ctrl-C).",
+)
+def unlearn(
+    config_file: str | None,
+    out: str,
+    quiet: bool,
+    resume: bool,
+    overwrite: bool,
+    checkpoint_every: int,
+    **options: Any,
+) -> None:
     """Make a model forget a class (or replace it); writes summary.json, config.toml, log.csv and model.safetensors.
 
     \b
@@ -283,13 +312,22 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
       genunlearn unlearn --forget 1 --method rep --out runs/rep1
       genunlearn unlearn --config run.toml --steps 100 --out runs/x
       genunlearn unlearn --model my_model:factory --config run.toml --out runs/mine
+      genunlearn unlearn --forget 1 --method uno --out runs/uno1 --resume   # after Ctrl-C or a crash
     """
     from genunlearn.config import load_config, overrides_from_cli
     from genunlearn.experiments.session import run_to_dir
 
     cfg = load_config(config_file, overrides_from_cli(options))
     command = " ".join(shlex.quote(a) for a in ["genunlearn", *sys.argv[1:]])
-    summary = run_to_dir(cfg, out, progress=not quiet, command=command)
+    summary = run_to_dir(
+        cfg,
+        out,
+        progress=not quiet,
+        command=command,
+        resume=resume,
+        overwrite=overwrite,
+        checkpoint_every=checkpoint_every,
+    )
     keys = [
         "method",
         "status",
@@ -309,6 +347,134 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
     click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, {written})")
     if summary["status"].startswith("diverged"):
         raise GenUnlearnError(summary["status"])
+
+
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected integers like '10,50,100', got {value!r}") from None
+    if not out:
+        raise click.BadParameter("expected at least one integer")
+    return out
+
+
+@cli.command()
+@click.option(
+    "--model", "model_name", default="mnist-vae", show_default=True, help="Registered model or module:factory."
+)
+@click.option(
+    "--checkpoint", type=click.Path(dir_okay=False), default=None, help="The original weights (default: the model's)."
+)
+@click.option("--dataset", default=None, help="Training data by name (default: the model's).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--forget", default="1", show_default=True, help="The forgotten class(es), e.g. 1 or 1,7.")
+@click.option(
+    "--unlearned",
+    "unlearned",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="An unlearned model: its weights or a `genunlearn unlearn` output folder (repeatable).",
+)
+@click.option("--retrained", type=click.Path(), default=None, help="A model retrained without the forgotten class.")
+@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="The attacked detector.")
+@click.option("--classifier-bn/--no-classifier-bn", default=None, help="Its bn1 (MNIST classifier).")
+@click.option(
+    "--independent-classifier",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A second detector that re-measures everything (default: the UNO authors' MNIST classifier when found).",
+)
+@click.option("--independent-classifier-bn/--no-independent-classifier-bn", default=None)
+@click.option("--starts", type=click.IntRange(min=1), default=256, show_default=True, help="Input search starts.")
+@click.option("--search-steps", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--grid", type=click.IntRange(min=0), default=201, show_default=True, help="Grid points per axis (2-d).")
+@click.option("--relearn-at", default="10,50,100", show_default=True, help="Update counts k of relearning.")
+@click.option("--relearn-forget", default="0,1,10", show_default=True, help="Forget examples per relearning batch.")
+@click.option("--relearn-seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--confidence", type=float, default=0.9, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--allow-pickle", is_flag=True, help="Read torch checkpoints holding pickled objects (trusted files only)."
+)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--resume", is_flag=True, help="Reuse the per-model results of an earlier audit in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the audit that --out holds.")
+@click.option("--title", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def audit(
+    model_name: str,
+    checkpoint: str | None,
+    dataset: str | None,
+    data_dir: str | None,
+    forget: str,
+    unlearned: tuple[str, ...],
+    retrained: str | None,
+    classifier_checkpoint: str | None,
+    classifier_bn: bool | None,
+    independent_classifier: str | None,
+    independent_classifier_bn: bool | None,
+    starts: int,
+    search_steps: int,
+    grid: int,
+    relearn_at: str,
+    relearn_forget: str,
+    relearn_seeds: int,
+    confidence: float,
+    seed: int,
+    device: str,
+    allow_pickle: bool,
+    out: str,
+    resume: bool,
+    overwrite: bool,
+    title: str | None,
+    quiet: bool,
+) -> None:
+    """Try to bring the forgotten class back: input search and relearning, with a pass/fail verdict per model.
+
+    \b
+    Example (docs/audit.md):
+      genunlearn audit --forget 1 --unlearned rep=runs/rep1 --unlearned s=runs/s1 --out audits/mnist1
+    """
+    from genunlearn.experiments.audit import run_audit_command
+
+    data = run_audit_command(
+        model_name=model_name,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        data_dir=data_dir,
+        forget=_parse_classes(forget),
+        unlearned=unlearned,
+        retrained=retrained,
+        classifier_checkpoint=classifier_checkpoint,
+        classifier_bn=classifier_bn,
+        independent_classifier=independent_classifier,
+        independent_classifier_bn=independent_classifier_bn,
+        settings_overrides={
+            "starts": starts,
+            "search_steps": search_steps,
+            "grid": grid,
+            "relearn_at": _int_list(relearn_at),
+            "relearn_forget": _int_list(relearn_forget),
+            "relearn_seeds": relearn_seeds,
+            "confidence": confidence,
+            "seed": seed,
+        },
+        device=device,
+        allow_pickle=allow_pickle,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        title=title,
+        progress=not quiet,
+    )
+    for m in data["models"]:
+        v = m["verdict"]
+        status = "reference" if m["kind"] == "original" else ("pass" if v["pass"] else "fail")
+        failed = [k for k, c in v["checks"].items() if c["pass"] is False]
+        click.echo(f"{m['name']:16s} {m['kind']:10s} {status}" + (f" (fails: {', '.join(failed)})" if failed else ""))
+    click.echo(f"report: {Path(out) / 'audit.md'}")
 
 
 @cli.command()
@@ -570,8 +736,11 @@ def main() -> None:
     """Entry point: run the CLI, turning genunlearn errors into one line and exit status 2."""
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__  # click turns KeyboardInterrupt into Abort; keep the run's message
+        click.echo(
+            f"interrupted: {cause}" if isinstance(cause, KeyboardInterrupt) and str(cause) else "aborted", err=True
+        )
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -579,8 +748,8 @@ def main() -> None:
     except GenUnlearnError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
         sys.exit(130)
 
 

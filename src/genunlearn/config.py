@@ -47,11 +47,14 @@ class ModelConfig:
             module or a .py file in the working directory) or an entry point of group ``genunlearn.models``.
         checkpoint: weights to start from instead of the model's default (never overwritten).
         options: keyword arguments for the model's factory (config file only).
+        allow_pickle: read torch checkpoints that hold pickled Python objects beyond tensors (unpickling can run
+            arbitrary code: only for files you trust); default: safetensors and weights-only torch files.
     """
 
     name: str = field(default="mnist-vae", metadata={"cli": "model"})
     checkpoint: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    allow_pickle: bool = False
 
     def validate(self) -> ModelConfig:
         """Check the fields (one-line errors)."""
@@ -144,6 +147,9 @@ class RuntimeConfig:
         return self
 
 
+#: What a ``None`` means for fields whose default is not ``None`` (written to TOML, which has no null).
+_NONE_AS: dict[tuple[str, str], Any] = {("unlearn", "stop_at"): 0.0}
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "data": DataConfig,
@@ -176,10 +182,21 @@ class RunConfig:
         return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
 
     def to_toml(self) -> str:
-        """The resolved config as TOML (``None`` values are left out: they mean the default)."""
+        """The resolved config as TOML.
+
+        TOML has no null: a ``None`` whose field defaults to ``None`` is left out (it means the default); a
+        ``None`` that stands for something else is written as its equivalent (``stop_at = None``, no threshold,
+        as ``0.0``), so that the file repeats the run.
+        """
         import tomli_w
 
-        data = {s: {k: v for k, v in d.items() if v is not None} for s, d in self.to_dict().items()}
+        data = {}
+        for name, d in self.to_dict().items():
+            defaults = {f.name: f.default for f in dataclasses.fields(SECTIONS[name])}
+            data[name] = {
+                k: _NONE_AS.get((name, k), v) if v is None and defaults.get(k) is not None else v for k, v in d.items()
+            }
+            data[name] = {k: v for k, v in data[name].items() if v is not None}
         return tomli_w.dumps(data)
 
     @classmethod
@@ -189,7 +206,7 @@ class RunConfig:
             raise ConfigError(f"{source}: expected tables of options")
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"{source}: unknown section [{unknown[0]}]; sections: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{source}: unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
         parts = {}
         for name, section_cls in SECTIONS.items():
             values = data.get(name, {})

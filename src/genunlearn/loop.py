@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -22,9 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genunlearn.adapters import BN_MODES, DROPOUT_MODES, ModelAdapter, as_adapter
-from genunlearn.checkpoints import atomic_write_csv
+from genunlearn.checkpoints import atomic_write, atomic_write_csv, safe_torch_load
 from genunlearn.data.batching import Data, data_length, infinite_batches, stream_generators
-from genunlearn.errors import ConfigError, DataError
+from genunlearn.errors import CheckpointError, ConfigError, DataError
 from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.methods import MethodParams, StepContext, get_method
 from genunlearn.methods.gradients import all_finite
@@ -170,6 +172,71 @@ class UnlearnResult:
         return d
 
 
+CHECKPOINT_FORMAT = "genunlearn-unlearn-checkpoint"
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often :func:`unlearn` saves its resumable state (not part of :class:`UnlearnConfig`).
+
+    A checkpoint never changes what a run computes, so it is not an engine option: a run resumed from one gives
+    the weights, log and summary of the uninterrupted run (on CPU, bit for bit; only the measured times differ).
+    It holds the model's state (parameters and buffers), the optimizer's state, the update count, the random
+    states (torch CPU and CUDA, and the retain/forget batch streams' positions), the method's state (e.g.
+    ``s-asc``'s first forget loss), the log so far and the monitor's bookkeeping, in one file written atomically
+    (a ``torch.save`` of tensors and plain data, read back with ``weights_only=True``).
+
+    Attributes:
+        path: the checkpoint file.
+        every: save after every ``every`` updates (0: only when the run ends or is interrupted); saving happens
+            outside the timed region.
+        resume: continue from ``path`` if it exists (its engine config must equal the run's).
+        on_interrupt: on the first SIGINT (Ctrl-C) finish the current update, save, then raise
+            ``KeyboardInterrupt`` (main thread only; a second SIGINT interrupts at once).
+    """
+
+    path: str | Path
+    every: int = 50
+    resume: bool = True
+    on_interrupt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ConfigError(f"checkpoint interval must be >= 0, got {self.every}")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load an unlearning checkpoint (``weights_only=True``); one-line error if it is not one."""
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a genunlearn unlearning checkpoint")
+    return state
+
+
+class _DeferredInterrupt:
+    """Turn the first SIGINT into a flag read at the next update boundary (a second one interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self, enabled: bool):
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -212,6 +279,7 @@ def unlearn(
     log_path: str | Path | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    checkpoint: Checkpointing | None = None,
 ) -> UnlearnResult:
     """Run unlearning on ``model`` in place and return what happened.
 
@@ -233,6 +301,8 @@ def unlearn(
         log_path: if given, the per-step log is written there as CSV.
         progress: show a progress bar.
         num_workers: ``DataLoader`` worker processes for dataset inputs (results do not depend on it).
+        checkpoint: save the run's state periodically and resume from it (:class:`Checkpointing`); the model
+            passed in must then be the original model (the checkpoint's weights are loaded into it).
 
     On a non-finite loss, gradient or weight the run stops, the parameters *and buffers* (BatchNorm running
     statistics) of the last finite step are restored and ``status`` says so (``result.diverged``). The
@@ -272,6 +342,7 @@ def unlearn(
             log_path=log_path,
             progress=progress,
             num_workers=num_workers,
+            checkpoint=checkpoint,
         )
 
 
@@ -292,6 +363,7 @@ def _run(
     log_path: str | Path | None,
     progress: bool,
     num_workers: int,
+    checkpoint: Checkpointing | None,
 ) -> UnlearnResult:
     model = net
     buffers = list(net.buffers())
@@ -337,67 +409,149 @@ def _run(
         log.append({"step": step, "compute_time_s": compute, **row})
 
     amp = _DTYPES[config.precision]
-    observe(0, {})
-    bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
-    steps_run = 0
-    for k in bar:
-        if config.early_stop and updates_to_unlearn is not None:
-            status = "unlearned"
-            break
-        xb_r = next(retain_it) if retain_it is not None else None
-        xb_f = next(forget_it)
-        ctx = StepContext(
-            params=params,
-            retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
-            forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
-            hat_loss=(lambda: hat(model)) if hat is not None else None,
-            replace_loss=(lambda: replacement(model)) if replacement is not None else None,
-            step=k,
-            hp=hp,
-            buffers=buffers,
-        )
-        with torch.no_grad():  # the last finite state, kept outside the timed region
-            torch._foreach_copy_(snapshot, [t.detach() for t in state])
-        with adapter.step_modes(config.bn_mode, config.dropout):  # set outside the timed region
-            _sync(device)
-            t0 = time.perf_counter()
-            with (
-                torch.autocast(device.type, dtype=amp, enabled=amp is not None),
-                attention_kernels(method.needs_double_backward(ctx)),
-            ):
-                out = method.compute(ctx)
-            for p, d in zip(params, out.direction, strict=True):
-                p.grad = d.detach()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _sync(device)
-            dt = time.perf_counter() - t0
-        row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
-        finite = (
-            all_finite(out.direction)
-            and all(_finite_scalar(v) for v in row.values())
-            and all_finite([t.detach() for t in state if t.is_floating_point()])
-        )
-        if not finite:
-            with torch.no_grad():
-                torch._foreach_copy_(state, snapshot)
-            status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
-            break
-        if config.diagnostics and out.diagnostics is not None:
-            row.update(out.diagnostics())
-        del out, ctx
-        steps_run = k + 1
-        compute += dt
-        step_times.append(dt)
-        if "phase" in row:
-            phase_times.setdefault(str(int(row["phase"])), []).append(dt)
-        observe(steps_run, {"step_time_s": dt, **row})
-        if fraction is not None:
-            bar.set_postfix(forget=f"{fraction:.3f}")
+    start = 0
+    finished = False
+    saved_at: int | None = None
+    if checkpoint is not None and checkpoint.resume and Path(checkpoint.path).is_file():
+        ck = read_checkpoint(checkpoint.path)
+        if ck["config"] != asdict(config):
+            diff = sorted(k for k in asdict(config) if ck["config"].get(k) != asdict(config)[k])
+            raise CheckpointError(
+                f"{checkpoint.path}: holds a run with a different engine config ({', '.join(diff) or 'fields'} differ)"
+            )
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        method.load_state_dict(ck["method"])
+        if retain_it is not None:
+            retain_it.load_state_dict(ck["streams"]["retain"])
+        forget_it.load_state_dict(ck["streams"]["forget"])
+        torch.set_rng_state(ck["rng"]["cpu"])
+        if ck["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        b = ck["loop"]
+        log, step_times, compute = b["log"], b["step_times"], b["compute"]
+        phase_times = b["phase_times"]
+        updates_to_unlearn, time_to_unlearn = b["updates_to_unlearn"], b["time_to_unlearn"]
+        first_fraction, fraction, status = b["first_fraction"], b["fraction"], b["status"]
+        start = saved_at = ck["step"]
+        finished = b["finished"]
     else:
-        if config.early_stop and updates_to_unlearn is not None:
-            status = "unlearned"
+        observe(0, {})
+
+    def save(step: int, done: bool) -> None:
+        nonlocal saved_at
+        if checkpoint is None or (saved_at == step and not done):
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "config": asdict(config),
+            "step": step,
+            "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "method": method.state_dict(),
+            "streams": {
+                "retain": retain_it.state_dict() if retain_it is not None else None,
+                "forget": forget_it.state_dict(),
+            },
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            },
+            "loop": {
+                "log": log,
+                "step_times": step_times,
+                "phase_times": phase_times,
+                "compute": compute,
+                "updates_to_unlearn": updates_to_unlearn,
+                "time_to_unlearn": time_to_unlearn,
+                "first_fraction": first_fraction,
+                "fraction": fraction,
+                "status": status,
+                "finished": done,
+            },
+        }
+        atomic_write(checkpoint.path, lambda tmp: torch.save(state, tmp))
+        saved_at = step
+
+    steps_run = start
+    bar = tqdm(
+        range(start, config.steps if not finished else start),
+        desc=f"unlearn {config.method}",
+        disable=not progress or finished,
+        leave=False,
+        initial=start,
+        total=config.steps,
+    )
+    interrupt = _DeferredInterrupt()
+    with interrupt.installed(checkpoint is not None and checkpoint.on_interrupt and not finished):
+        for k in bar:
+            if config.early_stop and updates_to_unlearn is not None:
+                status = "unlearned"
+                break
+            xb_r = next(retain_it) if retain_it is not None else None
+            xb_f = next(forget_it)
+            ctx = StepContext(
+                params=params,
+                retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
+                forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
+                hat_loss=(lambda: hat(model)) if hat is not None else None,
+                replace_loss=(lambda: replacement(model)) if replacement is not None else None,
+                step=k,
+                hp=hp,
+                buffers=buffers,
+            )
+            with torch.no_grad():  # the last finite state, kept outside the timed region
+                torch._foreach_copy_(snapshot, [t.detach() for t in state])
+            with adapter.step_modes(config.bn_mode, config.dropout):  # set outside the timed region
+                _sync(device)
+                t0 = time.perf_counter()
+                with (
+                    torch.autocast(device.type, dtype=amp, enabled=amp is not None),
+                    attention_kernels(method.needs_double_backward(ctx)),
+                ):
+                    out = method.compute(ctx)
+                for p, d in zip(params, out.direction, strict=True):
+                    p.grad = d.detach()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                _sync(device)
+                dt = time.perf_counter() - t0
+            row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
+            finite = (
+                all_finite(out.direction)
+                and all(_finite_scalar(v) for v in row.values())
+                and all_finite([t.detach() for t in state if t.is_floating_point()])
+            )
+            if not finite:
+                with torch.no_grad():
+                    torch._foreach_copy_(state, snapshot)
+                status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
+                break
+            if config.diagnostics and out.diagnostics is not None:
+                row.update(out.diagnostics())
+            del out, ctx
+            steps_run = k + 1
+            compute += dt
+            step_times.append(dt)
+            if "phase" in row:
+                phase_times.setdefault(str(int(row["phase"])), []).append(dt)
+            observe(steps_run, {"step_time_s": dt, **row})
+            if fraction is not None:
+                bar.set_postfix(forget=f"{fraction:.3f}")
+            if checkpoint is not None and (
+                interrupt.requested or (checkpoint.every and steps_run % checkpoint.every == 0)
+            ):
+                save(steps_run, False)  # outside the timed region
+                if interrupt.requested:
+                    bar.close()
+                    raise KeyboardInterrupt(f"interrupted after update {steps_run} (checkpoint saved)")
+        else:
+            if config.early_stop and updates_to_unlearn is not None and not finished:
+                status = "unlearned"
     bar.close()
+    if not finished:
+        save(steps_run, True)
     if log_path is not None:
         write_log(log, log_path)
     return UnlearnResult(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,10 +26,10 @@ from genunlearn.checkpoints import atomic_write_json, atomic_write_text, save_we
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig, RunConfig
 from genunlearn.data.batching import data_length
 from genunlearn.data.splits import ForgetSplit
-from genunlearn.errors import CheckpointError, ConfigError, DataError
+from genunlearn.errors import ConfigError, DataError
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.eval.monitor import ForgetMonitor
-from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
+from genunlearn.loop import Checkpointing, UnlearnConfig, UnlearnResult, read_checkpoint, unlearn
 from genunlearn.methods import METHODS
 from genunlearn.models.bundle import BuildContext, ModelBundle, build_bundle, forget_classes_exist
 from genunlearn.objectives import (
@@ -39,7 +41,8 @@ from genunlearn.objectives import (
     Task,
     batch_inputs,
 )
-from genunlearn.provenance import run_record
+from genunlearn.outputs import prepare_run_dir
+from genunlearn.provenance import record_start, run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -85,6 +88,7 @@ class UnlearnSession:
             classifier_bn=monitor.classifier_bn,
             forget_attr=tuple(data.forget_attr),
             attr_mode=data.attr_mode,
+            allow_pickle=model.allow_pickle,
         )
         self.bundle: ModelBundle = build_bundle(model.name, model.options, context)
         if self.bundle.data is None:
@@ -318,10 +322,12 @@ class UnlearnSession:
         extra_monitors: dict[str, ForgetMonitor] | None = None,
         log_path: str | Path | None = None,
         progress: bool = True,
+        checkpoint: Checkpointing | None = None,
     ) -> tuple[nn.Module, UnlearnResult]:
         """Unlearn with ``config`` (engine) and ``objective`` (terms) on a fresh copy of the original model.
 
-        The monitor defaults to this session's, with inputs fixed by the seed.
+        The monitor defaults to this session's, with inputs fixed by the seed. With ``checkpoint`` the run saves
+        its state periodically and continues from a saved one (:class:`~genunlearn.loop.Checkpointing`).
         """
         objective = (objective or ObjectiveConfig()).validate()
         method = METHODS[config.validate().method]
@@ -339,6 +345,7 @@ class UnlearnSession:
             log_path=log_path,
             progress=progress,
             num_workers=self.data_config.num_workers,
+            checkpoint=checkpoint,
         )
         return adapter.model.eval(), result
 
@@ -378,8 +385,24 @@ def _first_two(data: Any, device: torch.device) -> Any:
     return to_device(torch.utils.data.default_collate([data[0], data[min(1, len(data) - 1)]]), device)
 
 
-def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``."""
+def run_to_dir(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    command: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    checkpoint_every: int = 50,
+) -> dict[str, Any]:
+    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``.
+
+    The output directory is checked first (:func:`~genunlearn.outputs.prepare_run_dir`: writable, and holding no
+    other run unless ``overwrite``). The run saves ``checkpoint.pt`` every ``checkpoint_every`` updates (and on
+    Ctrl-C); ``resume`` continues an unfinished run of the same config from it, with the result of the
+    uninterrupted run. ``summary.json`` is written last and the checkpoint is removed after it.
+    """
+    record_start()
     cfg.validate()
     out = Path(out)
     if (
@@ -387,30 +410,42 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         and (out / "model.safetensors").resolve() == Path(cfg.model.checkpoint).resolve()
     ):
         raise ConfigError(f"{out / 'model.safetensors'}: refusing to overwrite the input checkpoint")
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    protected = (cfg.model.checkpoint,) if cfg.model.checkpoint is not None else ()
+    state = prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite, protected=protected)
+    if state == "complete":
+        return json.loads((out / "summary.json").read_text())
+    ck_path = out / "checkpoint.pt"
+    resumed_from = read_checkpoint(ck_path)["step"] if state == "resume" and ck_path.is_file() else None
     t0 = time.perf_counter()
     session = UnlearnSession(
         cfg.model, cfg.data, cfg.monitor, device=cfg.run.device, loss_reduction=cfg.objective.loss_reduction
     )
     session.check_batch(cfg.objective)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", cfg.to_toml())
     n_fid = cfg.monitor.fid_samples
     fid_before = session.fid(session.fresh_model(), n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
-    model, result = session.run(cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress)
+    checkpointing = Checkpointing(ck_path, every=checkpoint_every, resume=state == "resume")
+    try:
+        model, result = session.run(
+            cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress, checkpoint=checkpointing
+        )
+    except KeyboardInterrupt:
+        step = read_checkpoint(ck_path)["step"] if ck_path.is_file() else None
+        where = f"the checkpoint of update {step}" if step is not None else "the start (no checkpoint yet)"
+        raise KeyboardInterrupt(f"{out}: interrupted; `--resume` continues from {where}") from None
     fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
     if session.bundle.save is not None:
-        written = [str(p) for p in session.bundle.save(model, out)]
+        written = [os.path.relpath(p, out) for p in session.bundle.save(model, out)]
     else:
-        try:
-            meta: dict[str, Any] = {"run_config": cfg.to_dict()}
-            if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
-                meta["build_options"] = model.build_options()
-            elif dataclasses.is_dataclass(getattr(model, "config", None)):
-                meta["build_options"] = dataclasses.asdict(model.config)
-            save_weights(model, out / "model.safetensors", metadata=meta)
-        except OSError as exc:
-            raise CheckpointError(f"{out / 'model.safetensors'}: cannot write ({exc})") from None
-        written = [str(out / "model.safetensors")]
+        meta: dict[str, Any] = {"run_config": cfg.to_dict()}
+        if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
+            meta["build_options"] = model.build_options()
+        elif dataclasses.is_dataclass(getattr(model, "config", None)):
+            meta["build_options"] = dataclasses.asdict(model.config)
+        save_weights(model, out / "model.safetensors", metadata=meta)
+        written = ["model.safetensors"]
     summary: dict[str, Any] = {
         "method": cfg.unlearn.method,
         "seed": cfg.unlearn.seed,
@@ -427,11 +462,13 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "config": asdict(cfg.unlearn),
         "objective": asdict(cfg.objective),
         "run_config": cfg.to_dict(),
-        "outputs": written,
+        "outputs": written,  # relative to the run folder
         "command": command,
         "wall_time_s": time.perf_counter() - t0,
+        "resumed_from_update": resumed_from,
         "versions": versions(),
         "provenance": run_record(cfg.to_dict(), inputs=session.bundle.info.get("inputs")),
     }
     atomic_write_json(out / "summary.json", summary)
+    ck_path.unlink(missing_ok=True)  # the run is complete: summary.json marks it
     return summary

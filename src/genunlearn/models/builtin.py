@@ -43,7 +43,7 @@ def mnist_vae(context: BuildContext) -> ModelBundle:
         )
     train = load_dataset(dataset, "train", context.data_dir)
     images = train.flat_float().to(context.device)
-    vae = load_model("mnist-vae", context.checkpoint, device=context.device)
+    vae = load_model("mnist-vae", context.checkpoint, device=context.device, allow_pickle=context.allow_pickle)
     if not isinstance(vae, MNISTVAE):
         raise ConfigError("mnist-vae checkpoint did not produce an MNISTVAE")
     if images.shape[1] != vae.image_size:
@@ -52,7 +52,11 @@ def mnist_vae(context: BuildContext) -> ModelBundle:
             "train a VAE on this dataset (genunlearn train vae --dataset ...)"
         )
     classifier = load_model(
-        "mnist-classifier", context.classifier_checkpoint, device=context.device, use_bn=context.classifier_bn
+        "mnist-classifier",
+        context.classifier_checkpoint,
+        device=context.device,
+        use_bn=context.classifier_bn,
+        allow_pickle=context.allow_pickle,
     )
     if classifier.fc1.in_features != images.shape[1]:
         raise ConfigError(

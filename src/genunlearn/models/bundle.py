@@ -180,6 +180,8 @@ class BuildContext:
         classifier_checkpoint, classifier_bn: ``[monitor]`` options for the classifier.
         forget_attr, attr_mode: ``[data]`` feature selection for attribute datasets (the factory turns it into
             labels: 1 = has the feature, 0 = not).
+        allow_pickle: the user trusts checkpoints that need full unpickling (``--allow-pickle``); pass it to
+            :func:`~genunlearn.checkpoints.load_state` / :func:`~genunlearn.models.load_model`.
     """
 
     device: torch.device
@@ -191,6 +193,7 @@ class BuildContext:
     classifier_bn: bool | None = None
     forget_attr: tuple[str, ...] = ()
     attr_mode: str = "any"
+    allow_pickle: bool = False
 
 
 Factory = Callable[..., ModelBundle]

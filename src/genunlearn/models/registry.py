@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genunlearn.checkpoints import load_into, read_metadata
+from genunlearn.checkpoints import file_format, load_into, read_metadata
 from genunlearn.errors import CheckpointError, ConfigError
 from genunlearn.models.celeba_classifier import CelebAClassifier
 from genunlearn.models.celeba_vae import CelebAVAE
@@ -163,12 +163,14 @@ def load_model(
     checkpoint: str | Path | None = None,
     *,
     device: str | torch.device = "cpu",
+    allow_pickle: bool = False,
     **options: Any,
 ) -> nn.Module:
     """Build model ``name`` and load weights (bundled or cached ones unless ``checkpoint`` is given), strictly.
 
     Options stored in the checkpoint's metadata (e.g. ``use_bn`` for the classifier) are applied unless
-    overridden by ``options``. The model is returned in eval mode on ``device``.
+    overridden by ``options``. The model is returned in eval mode on ``device``. A torch checkpoint that holds
+    pickled objects beyond tensors is refused unless ``allow_pickle``.
     """
     spec = get_spec(name)
     if checkpoint is None and spec.bundled is None and spec.train_command is not None:
@@ -181,11 +183,11 @@ def load_model(
         path = Path(checkpoint) if checkpoint is not None else bundled_weights(name)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+    meta = read_metadata(path) if file_format(path) == "safetensors" else {}
     build_opts = dict(meta.get("build_options", {}))
     build_opts.update({k: v for k, v in options.items() if v is not None})
     model = spec.build(**build_opts)
-    load_into(model, path)
+    load_into(model, path, allow_pickle=allow_pickle)
     return model.to(device).eval()
 
 
