@@ -8,8 +8,11 @@ monitoring (generation + classification) and logging.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import statistics
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -21,9 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from genunlearn.adapters import BN_MODES, DROPOUT_MODES, ModelAdapter, as_adapter
-from genunlearn.checkpoints import atomic_write_csv
+from genunlearn.checkpoints import atomic_write, atomic_write_csv, safe_torch_load
 from genunlearn.data.batching import Data, data_length, infinite_batches, stream_generators
-from genunlearn.errors import ConfigError, DataError
+from genunlearn.errors import CheckpointError, ConfigError, DataError
 from genunlearn.eval.monitor import ForgetMonitor
 from genunlearn.methods import MethodParams, PrepareContext, StepContext, get_method, missing_term_message
 from genunlearn.methods.gradients import all_finite
@@ -77,6 +80,8 @@ class UnlearnConfig:
         precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` autocast of the losses and gradients (weights and
             optimizer state stay float32; fp16 is meant for CUDA).
         diagnostics: log gradient norms and cos^2 of g_r and g_f every update (computed after the timed region).
+        monitor_every: read the monitors before the first update and after every ``monitor_every``-th one
+            (generation is expensive for diffusion models); "updates to unlearn" then has this resolution.
     """
 
     method: str = "uno"
@@ -104,6 +109,7 @@ class UnlearnConfig:
     seed: int = 0
     precision: str = "fp32"
     diagnostics: bool = True
+    monitor_every: int = 1
 
     def validate(self) -> UnlearnConfig:
         """Check every field; raises :class:`ConfigError` with one line."""
@@ -132,6 +138,7 @@ class UnlearnConfig:
                 min(self.forget_weight, self.relabel_weight, self.ewc_lambda, self.replay_weight) >= 0,
                 "forget_weight, relabel_weight, ewc_lambda and replay_weight must be >= 0",
             ),
+            (self.monitor_every >= 1, f"monitor_every must be >= 1, got {self.monitor_every}"),
             (self.precision in _DTYPES, f"precision must be one of {', '.join(_DTYPES)}, got {self.precision!r}"),
             (
                 self.stop_at is None or 0 <= self.stop_at <= 1,
@@ -170,11 +177,11 @@ class UnlearnResult:
 
     ``updates_to_unlearn`` is the number of updates after which the monitor first read below
     ``stop_at`` (``None`` if never); ``time_to_unlearn_s`` the compute time of those updates.
-    ``setup_time_s`` is the method's one-off work before the first update (SalUn's saliency mask; 0 for most
-    methods), counted in the compute time and so in ``time_to_unlearn_s``.
     ``time_per_step_s`` is the median step time, ``time_per_step_mean_s`` the mean; for alternating methods
     (``a-d``, ``uno-s`` ...) ``time_per_phase_s`` holds the median of each phase (``"0"``: even steps,
     ``"1"``: odd steps), since the median of an even/odd mix is one phase's cost or a midpoint.
+    ``setup_time_s`` is the method's one-off work before the first update (SalUn's saliency mask; 0 for most
+    methods), counted in the compute time and so in ``time_to_unlearn_s``.
     """
 
     status: str
@@ -201,6 +208,71 @@ class UnlearnResult:
         return d
 
 
+CHECKPOINT_FORMAT = "genunlearn-unlearn-checkpoint"
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often :func:`unlearn` saves its resumable state (not part of :class:`UnlearnConfig`).
+
+    A checkpoint never changes what a run computes, so it is not an engine option: a run resumed from one gives
+    the weights, log and summary of the uninterrupted run (on CPU, bit for bit; only the measured times differ).
+    It holds the model's state (parameters and buffers), the optimizer's state, the update count, the random
+    states (torch CPU and CUDA, and the retain/forget batch streams' positions), the method's state (e.g.
+    ``s-asc``'s first forget loss), the log so far and the monitor's bookkeeping, in one file written atomically
+    (a ``torch.save`` of tensors and plain data, read back with ``weights_only=True``).
+
+    Attributes:
+        path: the checkpoint file.
+        every: save after every ``every`` updates (0: only when the run ends or is interrupted); saving happens
+            outside the timed region.
+        resume: continue from ``path`` if it exists (its engine config must equal the run's).
+        on_interrupt: on the first SIGINT (Ctrl-C) finish the current update, save, then raise
+            ``KeyboardInterrupt`` (main thread only; a second SIGINT interrupts at once).
+    """
+
+    path: str | Path
+    every: int = 50
+    resume: bool = True
+    on_interrupt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ConfigError(f"checkpoint interval must be >= 0, got {self.every}")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load an unlearning checkpoint (``weights_only=True``); one-line error if it is not one."""
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a genunlearn unlearning checkpoint")
+    return state
+
+
+class _DeferredInterrupt:
+    """Turn the first SIGINT into a flag read at the next update boundary (a second one interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self, enabled: bool):
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -213,6 +285,16 @@ def make_optimizer(name: str, params: list[torch.Tensor], lr: float) -> torch.op
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
     raise ConfigError(f"unknown optimizer {name!r}")
+
+
+def attention_kernels(double_backward: bool):
+    """``sdpa_kernel(SDPBackend.MATH)`` for steps that differentiate through gradients (the fused CPU and flash
+    kernels have no second derivative), and no restriction otherwise (first-order steps keep the fast kernels)."""
+    if not double_backward:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
 
 
 def _finite_scalar(v: Any) -> bool:
@@ -228,12 +310,13 @@ def unlearn(
     *,
     hat: HatTerm | None = None,
     replacement: Callable[[nn.Module], torch.Tensor] | None = None,
-    terms: Mapping[str, Term] | None = None,
     monitor: ForgetMonitor | None = None,
     extra_monitors: Mapping[str, ForgetMonitor] | None = None,
     log_path: str | Path | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    checkpoint: Checkpointing | None = None,
+    terms: Mapping[str, Term] | None = None,
 ) -> UnlearnResult:
     """Run unlearning on ``model`` in place and return what happened.
 
@@ -250,14 +333,16 @@ def unlearn(
         hat: the classifier term, required by classifier-assisted methods.
         replacement: the latent replacement term (:class:`~genunlearn.objectives.LatentReplacement`),
             required by ``rep`` methods.
-        terms: named extra terms (:data:`genunlearn.methods.TERMS`) for methods that declare them (``salun``:
-            ``relabel``; ``amnesia``: ``surrogate``, ``replay``, ``ewc``; ``esd``: ``negative_guidance``; ``siss``:
-            ``siss``); :mod:`genunlearn.objectives.peer_terms` builds them for VAEs and diffusion models.
         monitor: measures the forget fraction before the first and after every update (drives stopping).
         extra_monitors: further monitors, logged as ``forget_fraction_<name>`` (not used for stopping).
         log_path: if given, the per-step log is written there as CSV.
         progress: show a progress bar.
         num_workers: ``DataLoader`` worker processes for dataset inputs (results do not depend on it).
+        checkpoint: save the run's state periodically and resume from it (:class:`Checkpointing`); the model
+            passed in must then be the original model (the checkpoint's weights are loaded into it).
+        terms: named extra terms (:data:`genunlearn.methods.TERMS`) for methods that declare them (``salun``:
+            ``relabel``; ``amnesia``: ``surrogate``, ``replay``, ``ewc``; ``esd``: ``negative_guidance``; ``siss``:
+            ``siss``); :mod:`genunlearn.objectives.peer_terms` builds them for VAEs and diffusion models.
 
     On a non-finite loss, gradient or weight the run stops, the parameters *and buffers* (BatchNorm running
     statistics) of the last finite step are restored and ``status`` says so (``result.diverged``). The
@@ -295,12 +380,13 @@ def unlearn(
             config,
             hat=hat,
             replacement=replacement,
-            terms=dict(terms or {}),
             monitor=monitor,
             extra_monitors=extra_monitors,
             log_path=log_path,
             progress=progress,
             num_workers=num_workers,
+            checkpoint=checkpoint,
+            terms=dict(terms or {}),
         )
 
 
@@ -316,12 +402,13 @@ def _run(
     *,
     hat: HatTerm | None,
     replacement: Callable[[nn.Module], torch.Tensor] | None,
-    terms: dict[str, Term],
     monitor: ForgetMonitor | None,
     extra_monitors: Mapping[str, ForgetMonitor] | None,
     log_path: str | Path | None,
     progress: bool,
     num_workers: int,
+    checkpoint: Checkpointing | None,
+    terms: dict[str, Term],
 ) -> UnlearnResult:
     model = net
     buffers = list(net.buffers())
@@ -348,9 +435,13 @@ def _run(
     first_fraction: float | None = None
     fraction: float | None = None
     status = "completed"
+    setup_time = 0.0
 
     def observe(step: int, row: dict[str, Any]) -> None:
         nonlocal fraction, first_fraction, updates_to_unlearn, time_to_unlearn
+        if step % config.monitor_every != 0:
+            log.append({"step": step, "compute_time_s": compute, **row})
+            return
         if monitor is not None:
             r = monitor.measure(model)
             fraction = r.fraction
@@ -364,95 +455,159 @@ def _run(
         log.append({"step": step, "compute_time_s": compute, **row})
 
     amp = _DTYPES[config.precision]
-    setup_time = 0.0
-    if method.prepares:  # one-off work (SalUn's mask) on one seeded pass over the forget data, timed
-        gen_p = stream_generators(config.seed, streams=3)[2]
-        n_f = data_length(forget_data)
-        passes = infinite_batches(forget_data, config.batch_size, gen_p, device=device, num_workers=num_workers)
-        batches = [next(passes) for _ in range(max(1, n_f // min(config.batch_size, n_f)))]
-        saved = [b.detach().clone() for b in buffers]
-        with adapter.step_modes(config.bn_mode, config.dropout):
-            _sync(device)
-            t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                method.prepare(
-                    PrepareContext(
-                        params=params,
-                        forget_losses=[lambda b=b: task.forget_loss(model, b) for b in batches],
-                        hp=hp,
-                        buffers=buffers,
-                    )
-                )
-            _sync(device)
-            setup_time = time.perf_counter() - t0
-        with torch.no_grad():  # the pass must not move BatchNorm statistics: the run starts from the original
-            for b, v in zip(buffers, saved, strict=True):
-                b.copy_(v)
-        del batches, passes
-        compute = setup_time
-    observe(0, {})
-    bar = tqdm(range(config.steps), desc=f"unlearn {config.method}", disable=not progress, leave=False)
-    steps_run = 0
-    for k in bar:
-        if config.early_stop and updates_to_unlearn is not None:
-            status = "unlearned"
-            break
-        xb_r = next(retain_it) if retain_it is not None else None
-        xb_f = next(forget_it)
-        ctx = StepContext(
-            params=params,
-            retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
-            forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
-            hat_loss=(lambda: hat(model)) if hat is not None else None,
-            replace_loss=(lambda: replacement(model)) if replacement is not None else None,
-            step=k,
-            hp=hp,
-            buffers=buffers,
-            terms={
-                name: (lambda t=t, xb_r=xb_r, xb_f=xb_f: t(model, xb_r, xb_f))
-                for name, t in terms.items()
-                if name in method.terms
-            },
-        )
-        with torch.no_grad():  # the last finite state, kept outside the timed region
-            torch._foreach_copy_(snapshot, [t.detach() for t in state])
-        with adapter.step_modes(config.bn_mode, config.dropout):  # set outside the timed region
-            _sync(device)
-            t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out = method.compute(ctx)
-            for p, d in zip(params, out.direction, strict=True):
-                p.grad = d.detach()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _sync(device)
-            dt = time.perf_counter() - t0
-        row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
-        finite = (
-            all_finite(out.direction)
-            and all(_finite_scalar(v) for v in row.values())
-            and all_finite([t.detach() for t in state if t.is_floating_point()])
-        )
-        if not finite:
-            with torch.no_grad():
-                torch._foreach_copy_(state, snapshot)
-            status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
-            break
-        if config.diagnostics and out.diagnostics is not None:
-            row.update(out.diagnostics())
-        del out, ctx
-        steps_run = k + 1
-        compute += dt
-        step_times.append(dt)
-        if "phase" in row:
-            phase_times.setdefault(str(int(row["phase"])), []).append(dt)
-        observe(steps_run, {"step_time_s": dt, **row})
-        if fraction is not None:
-            bar.set_postfix(forget=f"{fraction:.3f}")
+    start = 0
+    finished = False
+    saved_at: int | None = None
+    if checkpoint is not None and checkpoint.resume and Path(checkpoint.path).is_file():
+        ck = read_checkpoint(checkpoint.path)
+        if ck["config"] != asdict(config):
+            diff = sorted(k for k in asdict(config) if ck["config"].get(k) != asdict(config)[k])
+            raise CheckpointError(
+                f"{checkpoint.path}: holds a run with a different engine config ({', '.join(diff) or 'fields'} differ)"
+            )
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        method.load_state_dict(ck["method"])
+        if retain_it is not None:
+            retain_it.load_state_dict(ck["streams"]["retain"])
+        forget_it.load_state_dict(ck["streams"]["forget"])
+        torch.set_rng_state(ck["rng"]["cpu"])
+        if ck["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        b = ck["loop"]
+        log, step_times, compute = b["log"], b["step_times"], b["compute"]
+        phase_times, setup_time = b["phase_times"], b.get("setup_time", 0.0)
+        updates_to_unlearn, time_to_unlearn = b["updates_to_unlearn"], b["time_to_unlearn"]
+        first_fraction, fraction, status = b["first_fraction"], b["fraction"], b["status"]
+        start = saved_at = ck["step"]
+        finished = b["finished"]
     else:
-        if config.early_stop and updates_to_unlearn is not None:
-            status = "unlearned"
+        if method.prepares:  # one-off work (SalUn's mask), timed and counted in the compute time
+            setup_time = compute = _prepare(
+                adapter, model, params, buffers, method, task, forget_data, config, num_workers
+            )
+        observe(0, {})
+
+    def save(step: int, done: bool) -> None:
+        nonlocal saved_at
+        if checkpoint is None or (saved_at == step and not done):
+            return
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "config": asdict(config),
+            "step": step,
+            "model": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()},
+            "optimizer": opt.state_dict(),
+            "method": method.state_dict(),
+            "streams": {
+                "retain": retain_it.state_dict() if retain_it is not None else None,
+                "forget": forget_it.state_dict(),
+            },
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            },
+            "loop": {
+                "log": log,
+                "step_times": step_times,
+                "phase_times": phase_times,
+                "compute": compute,
+                "setup_time": setup_time,
+                "updates_to_unlearn": updates_to_unlearn,
+                "time_to_unlearn": time_to_unlearn,
+                "first_fraction": first_fraction,
+                "fraction": fraction,
+                "status": status,
+                "finished": done,
+            },
+        }
+        atomic_write(checkpoint.path, lambda tmp: torch.save(state, tmp))
+        saved_at = step
+
+    steps_run = start
+    bar = tqdm(
+        range(start, config.steps if not finished else start),
+        desc=f"unlearn {config.method}",
+        disable=not progress or finished,
+        leave=False,
+        initial=start,
+        total=config.steps,
+    )
+    interrupt = _DeferredInterrupt()
+    with interrupt.installed(checkpoint is not None and checkpoint.on_interrupt and not finished):
+        for k in bar:
+            if config.early_stop and updates_to_unlearn is not None:
+                status = "unlearned"
+                break
+            xb_r = next(retain_it) if retain_it is not None else None
+            xb_f = next(forget_it)
+            ctx = StepContext(
+                params=params,
+                retain_loss=lambda xb_r=xb_r: task.retain_loss(model, xb_r),
+                forget_loss=lambda xb_f=xb_f: task.forget_loss(model, xb_f),
+                hat_loss=(lambda: hat(model)) if hat is not None else None,
+                replace_loss=(lambda: replacement(model)) if replacement is not None else None,
+                step=k,
+                hp=hp,
+                buffers=buffers,
+                terms={
+                    name: (lambda t=t, xb_r=xb_r, xb_f=xb_f: t(model, xb_r, xb_f))
+                    for name, t in terms.items()
+                    if name in method.terms
+                },
+            )
+            with torch.no_grad():  # the last finite state, kept outside the timed region
+                torch._foreach_copy_(snapshot, [t.detach() for t in state])
+            with adapter.step_modes(config.bn_mode, config.dropout):  # set outside the timed region
+                _sync(device)
+                t0 = time.perf_counter()
+                with (
+                    torch.autocast(device.type, dtype=amp, enabled=amp is not None),
+                    attention_kernels(method.needs_double_backward(ctx)),
+                ):
+                    out = method.compute(ctx)
+                for p, d in zip(params, out.direction, strict=True):
+                    p.grad = d.detach()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                _sync(device)
+                dt = time.perf_counter() - t0
+            row = {key: (v if isinstance(v, str) else float(v)) for key, v in out.logs.items()}
+            finite = (
+                all_finite(out.direction)
+                and all(_finite_scalar(v) for v in row.values())
+                and all_finite([t.detach() for t in state if t.is_floating_point()])
+            )
+            if not finite:
+                with torch.no_grad():
+                    torch._foreach_copy_(state, snapshot)
+                status = f"diverged: non-finite loss, gradient or weight at update {k + 1}; weights of update {k} kept"
+                break
+            if config.diagnostics and out.diagnostics is not None:
+                row.update(out.diagnostics())
+            del out, ctx
+            steps_run = k + 1
+            compute += dt
+            step_times.append(dt)
+            if "phase" in row:
+                phase_times.setdefault(str(int(row["phase"])), []).append(dt)
+            observe(steps_run, {"step_time_s": dt, **row})
+            if fraction is not None:
+                bar.set_postfix(forget=f"{fraction:.3f}")
+            if checkpoint is not None and (
+                interrupt.requested or (checkpoint.every and steps_run % checkpoint.every == 0)
+            ):
+                save(steps_run, False)  # outside the timed region
+                if interrupt.requested:
+                    bar.close()
+                    raise KeyboardInterrupt(f"interrupted after update {steps_run} (checkpoint saved)")
+        else:
+            if config.early_stop and updates_to_unlearn is not None and not finished:
+                status = "unlearned"
     bar.close()
+    if not finished:
+        save(steps_run, True)
     if log_path is not None:
         write_log(log, log_path)
     return UnlearnResult(
@@ -468,6 +623,50 @@ def _run(
         setup_time_s=setup_time,
         log=log,
     )
+
+
+def _prepare(
+    adapter: ModelAdapter,
+    model: nn.Module,
+    params: list[nn.Parameter],
+    buffers: list[torch.Tensor],
+    method: Any,
+    task: Task,
+    forget_data: Data,
+    config: UnlearnConfig,
+    num_workers: int,
+) -> float:
+    """The method's one-off work (SalUn's mask) on one seeded pass over the forget data; returns its time.
+
+    Only a fresh run prepares (a resumed run restores the method's state from its checkpoint). The pass draws
+    from a third stream of the run's seed, so the retain and forget streams are unchanged, and it does not move
+    BatchNorm statistics: the first update starts from the original model.
+    """
+    device = params[0].device
+    amp = _DTYPES[config.precision]
+    gen_p = stream_generators(config.seed, streams=3)[2]
+    n_f = data_length(forget_data)
+    passes = infinite_batches(forget_data, config.batch_size, gen_p, device=device, num_workers=num_workers)
+    batches = [next(passes) for _ in range(max(1, n_f // min(config.batch_size, n_f)))]
+    saved = [b.detach().clone() for b in buffers]
+    with adapter.step_modes(config.bn_mode, config.dropout):
+        _sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            method.prepare(
+                PrepareContext(
+                    params=params,
+                    forget_losses=[lambda b=b: task.forget_loss(model, b) for b in batches],
+                    hp=config.method_params,
+                    buffers=buffers,
+                )
+            )
+        _sync(device)
+        setup_time = time.perf_counter() - t0
+    with torch.no_grad():
+        for b, v in zip(buffers, saved, strict=True):
+            b.copy_(v)
+    return setup_time
 
 
 def write_log(log: list[dict[str, Any]], path: str | Path) -> None:

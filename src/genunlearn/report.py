@@ -6,7 +6,7 @@ Three kinds of outputs are regenerated (and, with ``--check``, compared with wha
    ``table.md`` and ``table.csv`` from a bench's ``results.json`` (:func:`genunlearn.experiments.bench.render_table`,
    ``write_csv``); ``summary.md`` and ``summary.csv`` from a sweep's ``cells.jsonl``
    (:mod:`genunlearn.experiments.sweep_summary`); ``independent_monitor.md`` from ``independent_monitor.json``;
-   ``evaluation.md`` from ``evaluation.json``.
+   ``evaluation.md`` from ``evaluation.json``; ``audit.md`` from ``audit.json``.
 2. **Generated blocks** in any markdown file, between marker comments that name the generator and its data::
 
        <!-- begin generated: step-cost-times benchmarks/results/step_cost.json -->
@@ -172,6 +172,9 @@ def select(data: Any, selector: str) -> Any:
                 raise ReportError(f"selector {selector!r}: no key {seg.value!r} (have {', '.join(map(str, cur))})")
             cur = cur[seg.value]
         elif seg.kind == "index":
+            if isinstance(cur, Mapping) and str(seg.value) in cur:  # a numeric key ("relearn.10.100")
+                cur = cur[str(seg.value)]
+                continue
             if not isinstance(cur, list) or not -len(cur) <= seg.value < len(cur):
                 raise ReportError(f"selector {selector!r}: index {seg.value} out of range")
             cur = cur[seg.value]
@@ -306,6 +309,13 @@ def _ms(m: Any, spec: str = ".1f") -> str:
 
 def _f(v: Any, spec: str) -> str:
     return format_value(v, spec)
+
+
+@generator("audit-verdict", "AUDIT_JSON")
+def _gen_audit(root: Path, args: list[str]) -> str:
+    from genunlearn.experiments.audit import render_verdict
+
+    return render_verdict(load_data(root / _args(args, 1, "audit-verdict")[0])) + "\n"
 
 
 @generator("models-evaluation", "EVALUATION_JSON")
@@ -742,6 +752,10 @@ def _derived(path: Path) -> list[Output]:
         return _sweep_outputs(path)
     elif name == "independent_monitor.json":
         return [Output(path.parent / "independent_monitor.md", render_independent_monitor(load_data(path)), name)]
+    elif name == "audit.json":
+        from genunlearn.experiments.audit import render_audit
+
+        return [Output(path.parent / "audit.md", render_audit(load_data(path)), name)]
     elif name == "evaluation.json":
         from genunlearn.experiments.model_eval import evaluation_markdown
 

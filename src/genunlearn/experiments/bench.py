@@ -154,8 +154,12 @@ def held_below(values: list[float], threshold: float, window: int) -> bool | Non
     return all(v < threshold for v in values[first : first + window + 1])
 
 
-def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[UnlearnConfig, ObjectiveConfig]:
-    """The engine config and the objective config of one (entry, seed); overrides go to the one that has the field."""
+def entry_config(entry: BenchEntry, s: Any, seed: int) -> tuple[UnlearnConfig, ObjectiveConfig]:
+    """The engine config and the objective config of one (entry, seed); overrides go to the one that has the field.
+
+    ``s`` holds ``steps``, ``lr``, ``batch_size``, ``beta_o``, ``beta_h``, ``alpha`` and ``threshold``
+    (:class:`BenchSettings`, or the settings of ``bench compare`` and its sample-level runs).
+    """
     cfg = UnlearnConfig(
         method=entry.method,
         steps=s.steps,
@@ -176,7 +180,7 @@ def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[Unlea
 
 def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
     """Run one (entry, seed); returns the JSON-able record and the unlearned model."""
-    cfg, objective = _entry_config(entry, s, seed)
+    cfg, objective = entry_config(entry, s, seed)
     ref = setup.monitor(seed + 1000, n=s.ref_monitor_samples, mode="train")
     robust = setup.monitor(seed, n=s.robust_monitor_samples, mode="eval")
     model, result = setup.run(cfg, objective, monitor=robust, extra_monitors={"ref": ref}, progress=False)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,10 @@ from genunlearn.errors import ConfigError
 from genunlearn.eval.collateral import CollateralChange, histogram_tv, retained_proportions, total_variation
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.experiments.bench import ENTRIES as BENCH_ENTRIES
-from genunlearn.experiments.bench import BenchEntry, first_below, held_below, stays_below
+from genunlearn.experiments.bench import BenchEntry, entry_config, first_below, held_below, stays_below
 from genunlearn.experiments.records import read_seed_record, write_seed_record
 from genunlearn.experiments.session import UnlearnSession
-from genunlearn.loop import UnlearnConfig
 from genunlearn.methods import METHODS
-from genunlearn.objectives import ObjectiveConfig
 from genunlearn.provenance import file_fingerprint, record_start, run_record
 
 #: The compared entries: the paper's methods, genunlearn's, the peers' (``bench mnist`` entries, without the
@@ -124,24 +122,6 @@ class CompareSettings:
     def quick(cls) -> CompareSettings:
         """A smoke-test setting."""
         return cls(seeds=1, steps=12, fid_samples=1000, gold_samples=1000, monitor_samples=256)
-
-
-def _configs(entry: BenchEntry, s: CompareSettings, seed: int) -> tuple[UnlearnConfig, ObjectiveConfig]:
-    cfg = UnlearnConfig(
-        method=entry.method,
-        steps=s.steps,
-        lr=s.lr,
-        batch_size=s.batch_size,
-        beta_o=s.beta_o,
-        beta_h=s.beta_h,
-        stop_at=s.threshold,
-        early_stop=False,
-        seed=seed,
-    )
-    engine = {f.name for f in fields(UnlearnConfig)}
-    cfg = replace(cfg, **{k: v for k, v in entry.overrides.items() if k in engine})
-    objective = replace(ObjectiveConfig(alpha=s.alpha), **{k: v for k, v in entry.overrides.items() if k not in engine})
-    return cfg.validate(), objective.validate()
 
 
 class Gold:
@@ -238,7 +218,7 @@ def run_entry(
     session: UnlearnSession, entry: BenchEntry, s: CompareSettings, seed: int
 ) -> tuple[dict[str, Any], nn.Module]:
     """Unlearn one (entry, seed) and record the run's own measurements (the gold ones are added by the caller)."""
-    cfg, objective = _configs(entry, s, seed)
+    cfg, objective = entry_config(entry, s, seed)
     monitor = session.monitor(seed, n=s.monitor_samples, mode="eval")
     model, result = session.run(cfg, objective, monitor=monitor, progress=False)
     curve = [row.get("forget_fraction", math.nan) for row in result.log]

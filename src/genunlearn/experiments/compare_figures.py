@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from genunlearn.adapters import eval_mode
-from genunlearn.eval.figures import _tile
+from genunlearn.eval.figures import _tile, panels
 
 FAMILY_COLORS = {
     "paper": "#1565c0",
@@ -52,14 +51,6 @@ def tradeoff(path: Path, result: dict[str, Any]) -> None:
     plt.close(fig)
 
 
-def _panels(n: int, cols: int) -> tuple[Any, Any]:
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    return fig, axes.flat
-
-
 def grids(path: Path, session: Any, gold: Any, models: dict[str, Any], labels: dict[str, str]) -> None:
     """6x6 samples from the first gold latents: original, retrained, each method (seed 0)."""
     z = gold.latents[:36]
@@ -68,7 +59,7 @@ def grids(path: Path, session: Any, gold: Any, models: dict[str, Any], labels: d
         + [(f"retrained {i}", m) for i, m in enumerate(gold.models[:1])]
         + [(labels.get(k, k), m) for k, m in models.items()]
     )
-    fig, axes = _panels(len(items), 6)
+    fig, axes = panels(len(items), 6, (2.6, 2.8))
     sampler = session.bundle.sampler
     for ax, (name, model) in zip(axes, items, strict=False):
         with torch.no_grad(), eval_mode(model):
@@ -84,7 +75,7 @@ def grids(path: Path, session: Any, gold: Any, models: dict[str, Any], labels: d
 def histograms(path: Path, gold: Any, records: dict[str, list[dict]]) -> None:
     """Class shares of the gold samples: original (grey), retrained (black outline), each method (seed 0)."""
     keys = [k for k, recs in records.items() if recs and recs[0].get("gold")]
-    fig, axes = _panels(len(keys), 4)
+    fig, axes = panels(len(keys), 4, (2.6, 2.8))
     before = np.asarray(gold.original["counts"], float)
     before /= before.sum()
     ref = None

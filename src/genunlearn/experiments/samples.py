@@ -44,9 +44,9 @@ from genunlearn.eval.membership import (
     share_at_least,
     vae_nll,
 )
-from genunlearn.experiments.bench import BenchEntry
+from genunlearn.experiments.bench import BenchEntry, entry_config
 from genunlearn.experiments.compare import ENTRIES as COMPARE_ENTRIES
-from genunlearn.experiments.compare import FAMILIES, _configs, _mean_std
+from genunlearn.experiments.compare import FAMILIES, _mean_std
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.objectives import VAEObjective
 from genunlearn.provenance import file_fingerprint, record_start, run_record
@@ -256,7 +256,7 @@ def run_samples(
         if path.is_file() and weights.is_file():
             rec = json.loads(path.read_text())
         else:
-            cfg, objective = _configs(entry, s, seed)  # type: ignore[arg-type]
+            cfg, objective = entry_config(entry, s, seed)
             cfg_run = replace(cfg, stop_at=None)
             unlearned, result = session.run(cfg_run, objective, progress=False)
             rec = {

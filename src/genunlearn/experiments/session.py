@@ -10,6 +10,9 @@ and :meth:`UnlearnSession.run`. :func:`run_to_dir` runs one job and writes its o
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -23,10 +26,10 @@ from genunlearn.checkpoints import atomic_write_json, atomic_write_text, save_we
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig, RunConfig
 from genunlearn.data.batching import data_length
 from genunlearn.data.splits import ForgetSplit
-from genunlearn.errors import CheckpointError, ConfigError, DataError
+from genunlearn.errors import ConfigError, DataError
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.eval.monitor import ForgetMonitor
-from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
+from genunlearn.loop import Checkpointing, UnlearnConfig, UnlearnResult, read_checkpoint, unlearn
 from genunlearn.methods import METHODS
 from genunlearn.models.bundle import BuildContext, ModelBundle, build_bundle, forget_classes_exist
 from genunlearn.objectives import (
@@ -38,7 +41,8 @@ from genunlearn.objectives import (
     Task,
     batch_inputs,
 )
-from genunlearn.provenance import run_record
+from genunlearn.outputs import prepare_run_dir
+from genunlearn.provenance import record_start, run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -82,6 +86,9 @@ class UnlearnSession:
             data_dir=data.data_dir,
             classifier_checkpoint=monitor.classifier_checkpoint,
             classifier_bn=monitor.classifier_bn,
+            forget_attr=tuple(data.forget_attr),
+            attr_mode=data.attr_mode,
+            allow_pickle=model.allow_pickle,
         )
         self.bundle: ModelBundle = build_bundle(model.name, model.options, context)
         if self.bundle.data is None:
@@ -115,12 +122,11 @@ class UnlearnSession:
                 self.split = ForgetSplit.by_ids(len(labels), read_ids(data.forget_ids))  # type: ignore[arg-type]
             else:
                 self.split = ForgetSplit.by_class(labels, self.forget_classes)
-            if getattr(self.bundle.objective, "conditional_model", False):  # a class-conditional loss needs labels
-                self.retain_data = self._labelled(self.split.retain)
-                self.forget_data = self._labelled(self.split.forget)
-            else:
-                self.retain_data = self.data.subset(self.split.retain)
-                self.forget_data = self.data.subset(self.split.forget)
+            pick = self._labelled if self.bundle.labelled else self.data.subset
+            self.retain_data = pick(self.split.retain)
+            self.forget_data = pick(self.split.forget)
+        # classes a conditional model should keep generating (the others': neither forgotten nor replaced)
+        self.kept_classes = tuple(c for c in sorted(set(labels.tolist())) if c not in self.forget_classes)
         self._original = copy.deepcopy(self.bundle.model)
         self._fid: dict[str, ClassifierFID] = {}
         self._replacements: dict[tuple, LatentReplacement] = {}
@@ -147,6 +153,12 @@ class UnlearnSession:
 
     # --- measuring -------------------------------------------------------------------------------------------
 
+    @property
+    def conditional_sampler(self) -> bool:
+        """Whether the model generates under a class label: the sampler's ``conditional`` attribute, or, when it
+        does not say, whether this is a conditional replacement run."""
+        return bool(getattr(self.bundle.sampler, "conditional", self.conditional))
+
     def _generate(self, labels: int | None = None):
         sampler = self.bundle.sampler
         if sampler is None:
@@ -158,19 +170,20 @@ class UnlearnSession:
     def monitor(self, seed: int, n: int | None = None, mode: str | None = None) -> ForgetMonitor | None:
         """Forget monitor with generator inputs fixed by ``seed`` (``None`` without sampler or classifier).
 
-        For conditional replacement it generates with the (first) forget label and counts that class.
+        A class-conditional model generates with the (first) forget label, and the monitor counts that class
+        (its class counts then also say what the forget label generates instead: the target's share).
         """
         sampler = self.bundle.sampler
         if sampler is None or self.classifier is None or self.sample_level:
             return None  # sample unlearning: no class to count
         g = torch.Generator().manual_seed(10_000 + seed)
         latents = sampler.draw(n or self.monitor_config.samples, g).to(self.device)
-        label = self.forget_classes[0] if self.conditional else None
+        label = self.forget_classes[0] if self.conditional_sampler else None
         return ForgetMonitor(
             generate=self._generate(label),
             classifier=self.classifier,
             latents=latents,
-            forget_classes=self.forget_classes[:1] if self.conditional else self.forget_classes,
+            forget_classes=self.forget_classes[:1] if self.conditional_sampler else self.forget_classes,
             mode=mode or self.monitor_config.mode,
             num_classes=self.bundle.num_classes,
         )
@@ -182,6 +195,8 @@ class UnlearnSession:
         sampler = self.bundle.sampler
         if sampler is None or self.classifier is None:
             raise ConfigError("classifier-assisted methods need a model with a sampler and a classifier")
+        if not getattr(sampler, "differentiable", True):
+            raise ConfigError("classifier-assisted methods need a differentiable sampler; this model's is not")
 
         def generate(model: nn.Module, n: int) -> torch.Tensor:
             return sampler.generate(model, sampler.draw(n, None).to(self.device))  # type: ignore[arg-type]
@@ -273,13 +288,21 @@ class UnlearnSession:
             self.terms_setup_s[",".join(names)] = time.perf_counter() - t0
         return self._terms[key]
 
+    def _fid_reference(self, key: str) -> Any:
+        """Real examples FID compares with: all training data (``fid``), or the retained data (``fid_retain``);
+        for a class-conditional model the latter is the data of the classes it keeps generating."""
+        if key == "fid":
+            return self.data.examples
+        if self.conditional_sampler:
+            keep = torch.nonzero(torch.isin(self.data.labels, torch.tensor(self.kept_classes))).reshape(-1)
+            return self.data.subset(keep)
+        return self.retain_data[0] if isinstance(self.retain_data, tuple) else self.retain_data
+
     def _real_fid(self, key: str) -> ClassifierFID:
         if key not in self._fid:
             if self.classifier is None:
                 raise ConfigError("FID needs a classifier (its features)")
-            examples = self.data.examples if key == "fid" else self.retain_data
-            if isinstance(examples, tuple):
-                examples = examples[0]
+            examples = self._fid_reference(key)
             first = batch_inputs(examples[:1] if isinstance(examples, torch.Tensor) else examples[0])
             if not isinstance(examples, torch.Tensor):
                 first = first.unsqueeze(0)
@@ -297,16 +320,45 @@ class UnlearnSession:
 
     @torch.no_grad()
     def samples(self, model: nn.Module, n: int, seed: int = 0, chunk: int = 5000) -> torch.Tensor:
-        """``n`` samples from inputs fixed by ``seed`` (eval mode)."""
+        """``n`` samples from inputs fixed by ``seed`` (eval mode); a class-conditional model generates the
+        classes it keeps (cycling through them)."""
         sampler = self.bundle.sampler
         if sampler is None:
             raise ConfigError("this model has no sampler")
         g = torch.Generator().manual_seed(20_000 + seed)
-        generate = self._generate(self.targets[0] if self.conditional else None)
+        out = []
         with eval_mode(model):
-            return torch.cat(
-                [generate(model, sampler.draw(min(chunk, n - i), g).to(self.device)) for i in range(0, n, chunk)]
-            )
+            for i in range(0, n, chunk):
+                z = sampler.draw(min(chunk, n - i), g).to(self.device)
+                if self.conditional_sampler:
+                    kept = torch.tensor(self.kept_classes, device=self.device)
+                    labels = kept[torch.arange(i, i + len(z), device=self.device) % len(kept)]
+                    out.append(sampler.generate(model, z, labels=labels))  # type: ignore[call-arg]
+                else:
+                    out.append(sampler.generate(model, z))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def class_accuracy(self, model: nn.Module, n_per_class: int, seed: int = 0) -> dict[str, Any]:
+        """For a class-conditional model: per label, the classes the classifier sees in ``n_per_class`` samples
+        from inputs fixed by ``seed`` (identical for every model, so before/after compare sample by sample).
+
+        Returns ``{"accuracy": {label: share classified as that label}, "counts": {label: [count per class]}}``.
+        """
+        sampler = self.bundle.sampler
+        if sampler is None or self.classifier is None or not self.conditional_sampler:
+            raise ConfigError("per-class accuracy needs a class-conditional model with a classifier")
+        accuracy, counts = {}, {}
+        with eval_mode(model):
+            for c in sorted(set(self.data.labels.tolist())):
+                g = torch.Generator().manual_seed(30_000 + 97 * seed + c)
+                z = sampler.draw(n_per_class, g).to(self.device)
+                labels = torch.full((n_per_class,), c, dtype=torch.long, device=self.device)
+                pred = self.classifier(sampler.generate(model, z, labels=labels)).argmax(1).cpu()  # type: ignore[call-arg]
+                cnt = torch.bincount(pred, minlength=self.bundle.num_classes)
+                accuracy[str(c)] = float(cnt[c]) / n_per_class
+                counts[str(c)] = [int(v) for v in cnt]
+        return {"accuracy": accuracy, "counts": counts, "n_per_class": n_per_class}
 
     def fid(
         self, model: nn.Module, n: int, seed: int = 0, keys: tuple[str, ...] = ("fid", "fid_retain")
@@ -342,10 +394,12 @@ class UnlearnSession:
         extra_monitors: dict[str, ForgetMonitor] | None = None,
         log_path: str | Path | None = None,
         progress: bool = True,
+        checkpoint: Checkpointing | None = None,
     ) -> tuple[nn.Module, UnlearnResult]:
         """Unlearn with ``config`` (engine) and ``objective`` (terms) on a fresh copy of the original model.
 
-        The monitor defaults to this session's, with inputs fixed by the seed.
+        The monitor defaults to this session's, with inputs fixed by the seed. With ``checkpoint`` the run saves
+        its state periodically and continues from a saved one (:class:`~genunlearn.loop.Checkpointing`).
         """
         objective = (objective or ObjectiveConfig()).validate()
         method = METHODS[config.validate().method]
@@ -364,6 +418,7 @@ class UnlearnSession:
             log_path=log_path,
             progress=progress,
             num_workers=self.data_config.num_workers,
+            checkpoint=checkpoint,
         )
         return adapter.model.eval(), result
 
@@ -408,8 +463,24 @@ def _first_two(data: Any, device: torch.device) -> Any:
     return to_device(torch.utils.data.default_collate([data[0], data[min(1, len(data) - 1)]]), device)
 
 
-def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``."""
+def run_to_dir(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    command: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    checkpoint_every: int = 50,
+) -> dict[str, Any]:
+    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``.
+
+    The output directory is checked first (:func:`~genunlearn.outputs.prepare_run_dir`: writable, and holding no
+    other run unless ``overwrite``). The run saves ``checkpoint.pt`` every ``checkpoint_every`` updates (and on
+    Ctrl-C); ``resume`` continues an unfinished run of the same config from it, with the result of the
+    uninterrupted run. ``summary.json`` is written last and the checkpoint is removed after it.
+    """
+    record_start()
     cfg.validate()
     out = Path(out)
     if (
@@ -417,24 +488,45 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         and (out / "model.safetensors").resolve() == Path(cfg.model.checkpoint).resolve()
     ):
         raise ConfigError(f"{out / 'model.safetensors'}: refusing to overwrite the input checkpoint")
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    protected = (cfg.model.checkpoint,) if cfg.model.checkpoint is not None else ()
+    state = prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite, protected=protected)
+    if state == "complete":
+        return json.loads((out / "summary.json").read_text())
+    ck_path = out / "checkpoint.pt"
+    resumed_from = read_checkpoint(ck_path)["step"] if state == "resume" and ck_path.is_file() else None
     t0 = time.perf_counter()
     session = UnlearnSession(
         cfg.model, cfg.data, cfg.monitor, device=cfg.run.device, loss_reduction=cfg.objective.loss_reduction
     )
     session.check_batch(cfg.objective)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.toml", cfg.to_toml())
     n_fid = cfg.monitor.fid_samples
     fid_before = session.fid(session.fresh_model(), n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
-    model, result = session.run(cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress)
-    fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
+    checkpointing = Checkpointing(ck_path, every=checkpoint_every, resume=state == "resume")
     try:
+        model, result = session.run(
+            cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress, checkpoint=checkpointing
+        )
+    except KeyboardInterrupt:
+        step = read_checkpoint(ck_path)["step"] if ck_path.is_file() else None
+        where = f"the checkpoint of update {step}" if step is not None else "the start (no checkpoint yet)"
+        raise KeyboardInterrupt(f"{out}: interrupted; `--resume` continues from {where}") from None
+    fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
+    if session.bundle.save is not None:
+        written = [os.path.relpath(p, out) for p in session.bundle.save(model, out)]
+    else:
         meta: dict[str, Any] = {"run_config": cfg.to_dict()}
         if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
             meta["build_options"] = model.build_options()
+        elif dataclasses.is_dataclass(getattr(model, "config", None)):
+            meta["build_options"] = dataclasses.asdict(model.config)
         save_weights(model, out / "model.safetensors", metadata=meta)
-    except OSError as exc:
-        raise CheckpointError(f"{out / 'model.safetensors'}: cannot write ({exc})") from None
+        written = ["model.safetensors"]
+    inputs = dict(session.bundle.info.get("inputs") or {})
+    if cfg.data.forget_ids is not None:
+        inputs["forget_ids"] = cfg.data.forget_ids
     summary: dict[str, Any] = {
         "method": cfg.unlearn.method,
         "seed": cfg.unlearn.seed,
@@ -454,10 +546,13 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "config": asdict(cfg.unlearn),
         "objective": asdict(cfg.objective),
         "run_config": cfg.to_dict(),
+        "outputs": written,  # relative to the run folder
         "command": command,
         "wall_time_s": time.perf_counter() - t0,
+        "resumed_from_update": resumed_from,
         "versions": versions(),
-        "provenance": run_record(cfg.to_dict(), inputs=session.bundle.info.get("inputs")),
+        "provenance": run_record(cfg.to_dict(), inputs=inputs),
     }
     atomic_write_json(out / "summary.json", summary)
+    ck_path.unlink(missing_ok=True)  # the run is complete: summary.json marks it
     return summary

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -174,6 +174,36 @@ class Method(ABC):
     def prepare(self, ctx: PrepareContext) -> dict[str, float]:
         """Work done once before the first update (timed with the run); returns scalars to record."""
         return {}
+
+    def needs_double_backward(self, ctx: StepContext) -> bool:
+        """Whether this step differentiates through gradients (then the loop selects attention kernels that
+        support it: PyTorch's fused CPU attention kernel has no second derivative)."""
+        return False
+
+    # --- state between steps (resumable runs) ----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The method's state between steps, for checkpoints (e.g. ``s-asc``'s first forget loss).
+
+        Default: every instance attribute that is ``None``, a bool, number, string or tensor, and the state of
+        every attribute that is itself a :class:`Method` (alternating methods). A method keeping other state
+        overrides this and :meth:`load_state_dict`.
+        """
+        out: dict[str, Any] = {}
+        for key, value in vars(self).items():
+            if isinstance(value, Method):
+                out[key] = {"__method__": value.state_dict()}
+            elif value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+                out[key] = value
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        for key, value in state.items():
+            current = getattr(self, key, None)
+            if isinstance(current, Method) and isinstance(value, dict) and "__method__" in value:
+                current.load_state_dict(value["__method__"])
+            else:
+                setattr(self, key, value)
 
     # --- helpers shared by the subclasses -------------------------------------------------------
     @staticmethod

@@ -22,6 +22,7 @@ task provides (:mod:`genunlearn.objectives.peer_terms`); the methods only combin
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -128,6 +129,13 @@ class SaliencyUnlearning(Method):
 
     def __init__(self) -> None:
         self.mask: list[torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The mask (prepared once, so a resumed run must carry it)."""
+        return {"mask": None if self.mask is None else [m.detach().clone() for m in self.mask]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mask = None if state["mask"] is None else list(state["mask"])
 
     def prepare(self, ctx: PrepareContext) -> dict[str, float]:
         total: list[torch.Tensor] | None = None
