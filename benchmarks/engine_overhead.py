@@ -28,6 +28,11 @@ DEFAULT_BEFORE = "7739541"  # issue 10 done, before the issue-11 engine
 
 CHILD = r"""
 import json, statistics, sys, time
+import os
+# The editable install's .pth puts the checkout's src/ on sys.path too, and an old revision without
+# genunlearn/__init__.py (a namespace package) would lose to it: keep only the src/ under test.
+src = sys.argv[4]
+sys.path[:] = [p for p in sys.path if p == src or not os.path.isdir(os.path.join(p or ".", "genunlearn"))]
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 import genunlearn.loop as loop
@@ -59,7 +64,7 @@ print(json.dumps(out))
 def run_child(src: Path, threads: int, steps: int, methods: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads))
     res = subprocess.run(
-        [sys.executable, "-c", CHILD, str(threads), str(steps), methods],
+        [sys.executable, "-c", CHILD, str(threads), str(steps), methods, str(src)],
         env=env,
         capture_output=True,
         text=True,

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from genunlearn.eval.memory import peak_live_tensor_bytes
+from genunlearn.loop import attention_kernels
 from genunlearn.methods import METHODS, MethodParams, StepContext, get_method
 from genunlearn.models import load_model, vae_loss
 from genunlearn.objectives import HatTerm, LatentReplacement
@@ -81,7 +83,31 @@ def conv_loss(model: ConvVAE, x: torch.Tensor) -> torch.Tensor:
     return bce + 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum()
 
 
+def setup_dit(device: torch.device, batch: int):
+    """The MNIST DiT (bundled weights if present, else the same architecture untrained: the cost is the same) on
+    the replacement task 1 -> 7 of the DiT bench; no hat or replacement term (not applicable)."""
+    from genunlearn.errors import CheckpointError
+    from genunlearn.models.mnist_dit import MnistDiT
+    from genunlearn.objectives import DiffusionObjective, ReplacementTask
+
+    try:
+        model: nn.Module = load_model("mnist-dit", device=device)
+    except CheckpointError:
+        torch.manual_seed(0)
+        model = MnistDiT().to(device)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    obj = DiffusionObjective(model.make_scheduler(), prediction="epsilon", preprocess=lambda x: x * 2 - 1)
+    task = ReplacementTask(obj.conditional, 1, 7)
+    xr = (torch.rand(batch, 1, 28, 28, generator=g).to(device), torch.full((batch,), 7, device=device))
+    xf = (torch.rand(batch, 1, 28, 28, generator=g).to(device), torch.full((batch,), 1, device=device))
+    return model, (lambda m, x: task.retain_loss(m, x)), (lambda m, x: task.forget_loss(m, x)), xr, xf, None, None
+
+
 def setup(model_name: str, device: torch.device, batch: int):
+    """``(model, retain_loss_fn, forget_loss_fn, retain_batch, forget_batch, hat, rep)`` of a benchmark model."""
+    if model_name == "mnist-dit":
+        return setup_dit(device, batch)
     g = torch.Generator().manual_seed(0)
     if model_name == "mnist-vae":
         model: nn.Module = load_model("mnist-vae", device=device)
@@ -111,7 +137,7 @@ def setup(model_name: str, device: torch.device, batch: int):
         decode_loss=lambda m, z, x: F.binary_cross_entropy(m.decode(z), x, reduction="none").sum(dim=1),
         samples=batch,
     )
-    return model, loss_fn, xr, xf, hat, rep
+    return model, loss_fn, loss_fn, xr, xf, hat, rep
 
 
 # --- the straightforward implementations kept for comparison ---------------------------------------
@@ -132,13 +158,17 @@ def naive_uno(params, l_r_fn, l_f_fn, beta_o=1e3):
     return list(torch.autograd.grad(l_r + beta_o * cos**2, params))
 
 
-def make_steps(model, loss_fn, xr, xf, hat, rep):
+def make_steps(model, retain_fn, forget_fn, xr, xf, hat, rep):
+    """One callable per applicable method (and the naive baselines) computing a step's direction; steps that
+    differentiate through gradients run with the MATH attention kernel, as the loop selects it."""
     params = [p for p in model.parameters() if p.requires_grad]
-    l_r_fn = lambda: loss_fn(model, xr)  # noqa: E731
-    l_f_fn = lambda: loss_fn(model, xf)  # noqa: E731
+    l_r_fn = lambda: retain_fn(model, xr)  # noqa: E731
+    l_f_fn = lambda: forget_fn(model, xf)  # noqa: E731
     steps = {}
     for name in METHODS:
         method = get_method(name)
+        if (method.uses_classifier and hat is None) or (method.uses_replacement and rep is None):
+            continue
         counter = {"k": 0}
 
         def step(method=method, counter=counter, name=name):
@@ -152,11 +182,17 @@ def make_steps(model, loss_fn, xr, xf, hat, rep):
                 hp=MethodParams(beta_o=1e3, beta_h=1e3),
             )
             counter["k"] += 1
-            return method.compute(ctx).direction
+            with attention_kernels(method.needs_double_backward(ctx)):
+                return method.compute(ctx).direction
 
         steps[name] = step
     steps["naive-s"] = lambda: naive_s(params, l_r_fn, l_f_fn)
-    steps["naive-uno"] = lambda: naive_uno(params, l_r_fn, l_f_fn)
+
+    def naive_uno_step():
+        with attention_kernels(True):
+            return naive_uno(params, l_r_fn, l_f_fn)
+
+    steps["naive-uno"] = naive_uno_step
     return steps, params
 
 
@@ -193,18 +229,8 @@ def _rss() -> int:
 
 
 def _tensor_peak_cpu(step) -> int:
-    """Peak bytes of live tensors during one call of ``step`` (CPU), from the profiler's memory timeline.
-
-    This counts what the tensors need, independent of how the C allocator returns memory to the system.
-    """
-    from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import MemoryProfileTimeline  # private, but the only CPU tool
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        d = step()
-        del d
-    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
-    return int(max(sum(row) for row in sizes))
+    """Peak bytes of live tensors during one call of ``step`` (CPU), from the profiler's memory timeline."""
+    return peak_live_tensor_bytes(step, "cpu")
 
 
 def memory_child(model_name: str, method: str, device: str, batch: int) -> None:
@@ -219,8 +245,7 @@ def memory_child(model_name: str, method: str, device: str, batch: int) -> None:
     import threading
 
     dev = torch.device(device)
-    model, loss_fn, xr, xf, hat, rep = setup(model_name, dev, batch)
-    steps, _ = make_steps(model, loss_fn, xr, xf, hat, rep)
+    steps, _ = make_steps(*setup(model_name, dev, batch))
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -286,7 +311,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--models", default="mnist-vae,conv-vae")
+    ap.add_argument("--models", default="mnist-vae,conv-vae", help="any of mnist-vae, conv-vae, mnist-dit")
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "step_cost.json"))
     ap.add_argument("--memory-child", nargs=2, metavar=("MODEL", "METHOD"))
@@ -311,8 +336,7 @@ def main() -> None:
     if device.type == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     for model_name in args.models.split(","):
-        model, loss_fn, xr, xf, hat, rep = setup(model_name, device, args.batch)
-        steps, params = make_steps(model, loss_fn, xr, xf, hat, rep)
+        steps, params = make_steps(*setup(model_name, device, args.batch))
         times = time_steps(steps, params, device, args.repeats)
         med = {n: statistics.median(v) for n, v in times.items()}
         ratios = {

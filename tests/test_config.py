@@ -158,7 +158,7 @@ def test_config_file_overrides_and_errors(tmp_path):
     assert again == cfg
     for text, message in (
         ('[unlearn]\nmetod = "s"\n', "unknown key 'metod' in [unlearn]"),
-        ("[unlern]\nsteps = 3\n", "unknown section [unlern]"),
+        ("[unlern]\nsteps = 3\n", "unknown section 'unlern'"),
         ('[unlearn]\nsteps = "many"\n', "[unlearn] steps: expected an integer"),
         ('[data]\nforget = "one"\n', "[data] forget: expected an integer"),
         ("[unlearn]\nsteps = \n", "not valid TOML"),

@@ -146,6 +146,63 @@ def test_two_gloo_processes_give_the_single_process_run(tmp_path):
         assert dp0["grad_allreduces"] == GRADIENT_ALLREDUCES[method], method
 
 
+def _refusal_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    from genunlearn.config import RunConfig
+    from genunlearn.distributed import on_main
+    from genunlearn.errors import GenUnlearnError, OutputError
+    from genunlearn.experiments.session import run_to_dir
+    from genunlearn.loop import Checkpointing
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    seen = []
+    try:
+        retain, forget = _data()
+        cfg = UnlearnConfig(method="s", steps=2, batch_size=8, stop_at=None)
+        attempts = [
+            lambda: unlearn(
+                TinyVAE(),
+                StandardTask(VAEObjective()),
+                retain,
+                forget,
+                cfg,
+                progress=False,
+                checkpoint=Checkpointing(f"{out}.ck{rank}"),
+            ),
+            lambda: run_to_dir(RunConfig(), f"{out}.run", resume=True),
+            # the peer methods' extra terms are not split over the ranks
+            lambda: run_to_dir(RunConfig(unlearn=UnlearnConfig(method="salun")), f"{out}.run"),
+            # a refusal on rank 0 (the rank that checks the output folder) reaches every rank, as one line
+            lambda: on_main(lambda: (_ for _ in ()).throw(OutputError("rank 0 refused"))),
+        ]
+        for attempt in attempts:
+            try:
+                attempt()
+                seen.append("no error")
+            except GenUnlearnError as exc:
+                seen.append(f"{type(exc).__name__}: {exc}")
+        torch.save(seen, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_resuming_or_checkpointing_a_data_parallel_run_is_refused_on_every_rank(tmp_path):
+    """Checkpoints (issue 18) and the peer methods' terms are single-process: a data-parallel run refuses them
+    with one line, on all ranks."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    mp.spawn(_refusal_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "out")), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(2)]
+    assert ranks[0] == ranks[1]
+    checkpoint, resume, peer, refusal = ranks[0]
+    assert checkpoint.startswith("ConfigError: data-parallel runs cannot be checkpointed or resumed")
+    assert resume.startswith("ConfigError: --resume is not supported for data-parallel (torchrun) runs")
+    assert peer.startswith("ConfigError: method 'salun' (extra terms or a one-off preparation) does not run data")
+    assert refusal == "OutputError: rank 0 refused"
+    assert all("\n" not in m for m in ranks[0])
+    assert not (tmp_path / "out.run").exists()  # refused before any output
+
+
 def test_a_rank_draws_its_rows_of_the_global_batch_noise():
     x = torch.zeros(6, 3)
     torch.manual_seed(5)
@@ -189,7 +246,12 @@ USER_MODEL = textwrap.dedent(
 def test_torchrun_runs_the_cli_unchanged_and_only_rank_0_writes(tmp_path, monkeypatch, capsys):
     (tmp_path / "tiny_dp_model.py").write_text(USER_MODEL)
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{repo}", "OMP_NUM_THREADS": "1"}
+    import genunlearn
+
+    # the user's module, the tests, and the genunlearn under test (not whichever one the venv installed)
+    path = [str(tmp_path), str(repo), str(Path(genunlearn.__file__).resolve().parents[1])]
+    path += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path), "OMP_NUM_THREADS": "1"}
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     args = ["unlearn", "--model", "tiny_dp_model:factory", "--forget", "1", "--method", "uno", "--steps", "3"]
     args += ["--batch-size", "8", "--lr", "0.01", "--beta-o", "10", "--monitor-samples", "64", "--stop-at", "0"]

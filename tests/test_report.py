@@ -25,6 +25,7 @@ DATA = {
         {"entry": "uno", "x": [2.0, 0.1], "beta": 10.0},
     ],
     "models": {"mnist-vae": {"ratios": {"uno/s": 2.874, "memory (tensor) uno/s": 1.9}}},
+    "relearn": {"10": {"100": 0.25}},
 }
 
 
@@ -35,6 +36,7 @@ def test_select_keys_indices_filters_and_literal_keys():
     assert select(DATA, "rows[entry=s].stats?.median") == 34
     assert select(DATA, "models.mnist-vae.ratios.uno/s") == 2.874
     assert select(DATA, "models.mnist-vae.ratios[memory (tensor) uno/s]") == 1.9
+    assert select(DATA, "relearn.10.100") == 0.25  # numeric keys of a mapping
     with pytest.raises(ReportError, match="matches 0 items"):
         select(DATA, "rows[entry=zz].x")
     with pytest.raises(ReportError, match="no key 'typo'"):

@@ -53,7 +53,7 @@ def models(evaluate: bool, out: str | None) -> None:
     from genunlearn.models.registry import MODELS
 
     for spec in MODELS.values():
-        click.echo(f"{spec.name:18s} {spec.kind:10s} {spec.description}")
+        click.echo(f"{spec.name:20s} {spec.kind:10s} {spec.description}")
     if out is not None and not evaluate:
         raise click.UsageError("--out needs --evaluate")
     if evaluate:
@@ -78,38 +78,149 @@ def methods() -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Choice(["vae", "classifier"]))
-@click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name.")
+@click.argument("model", type=click.Choice(["vae", "classifier", "dit"]))
+@click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name, or celeba64.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
-@click.option("--epochs", type=int, default=None, help="Default: 200 (vae), 20 (classifier).")
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Default: 200 (vae), 20 (classifier), 12 (dit); celeba64: 25 (vae), 12 (classifier).",
+)
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW).")
 @click.option(
     "--lr-schedule",
     type=click.Choice(["constant", "cosine"]),
     default=None,
-    help="Default: constant (vae), cosine (classifier).",
+    help="Default: constant (vae), cosine (classifier; dit after a 500-step warm-up); celeba64: cosine.",
 )
 @click.option("--bn/--no-bn", "use_bn", default=True, show_default=True, help="Classifier: apply bn1.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
-@click.option("--resume/--no-resume", default=True, show_default=True)
+@click.option(
+    "--exclude-class",
+    "exclude_class",
+    default=None,
+    help="Train without these classes ('1' or '1,7'): the retrained gold standard of class unlearning.",
+)
+@click.option(
+    "--exclude-ids",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File of training-set indices to leave out (one per line or a JSON list): sample unlearning's gold standard.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory (resumable); required for IDX datasets, celeba64: $GENUNLEARN_CACHE/celeba64-<model>.",
+)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="Continue a run of the same config found in --out (after Ctrl-C or a crash: the result is the same).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run that --out holds (its files only).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option(
+    "--framing",
+    type=click.Choice(["aligned", "detector-crop", "all"]),
+    default=None,
+    help="celeba64: training images (default: aligned for vae, all for classifier).",
+)
+@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="celeba64: images.zip + CSV.")
+@click.option("--hflip/--no-hflip", default=None, help="celeba64: random horizontal flips [on].")
+@click.option("--widths", default=None, help="celeba64: channel widths, e.g. 32,64,128,256,512 (vae).")
+@click.option("--checkpoint-every", type=int, default=None, help="celeba64: checkpoint every N steps [50].")
 def train(
     model: str,
     dataset: str,
     data_dir: str | None,
     epochs: int | None,
     batch_size: int,
-    lr: float,
+    lr: float | None,
     lr_schedule: str | None,
     use_bn: bool,
     seed: int,
     device: str,
-    out: str,
+    exclude_class: str | None,
+    exclude_ids: str | None,
+    out: str | None,
     resume: bool,
+    overwrite: bool,
+    threads: int | None,
+    framing: str | None,
+    celeba_dir: str | None,
+    hflip: bool | None,
+    widths: str | None,
+    checkpoint_every: int | None,
 ) -> None:
-    """Train an original model (the paper's MNIST VAE or classifier)."""
+    """Train an original model: the paper's MNIST VAE or classifier, the class-conditional MNIST DiT, or the
+    CelebA 64x64 VAE or attribute classifier.
+
+    \b
+    genunlearn train vae --out runs/vae                          # the bundled model's recipe
+    genunlearn train vae --exclude-class 1 --out runs/vae-no1    # retrained without digit 1
+    genunlearn train vae --exclude-ids forget.txt --out runs/r   # retrained without those images
+    """
+    from genunlearn.errors import ConfigError
+
+    if (exclude_class or exclude_ids) and (model == "dit" or dataset == "celeba64"):
+        raise ConfigError("--exclude-class / --exclude-ids are implemented for the IDX VAE and classifier only")
+    if dataset == "celeba64":
+        if data_dir is not None:
+            raise ConfigError("--data-dir is for IDX datasets; use --celeba-dir for celeba64")
+        _train_celeba(
+            model,
+            epochs,
+            batch_size,
+            lr or 1e-3,
+            lr_schedule,
+            seed,
+            device,
+            out,
+            resume,
+            threads,
+            framing,
+            celeba_dir,
+            hflip,
+            widths,
+            checkpoint_every,
+        )
+        return
+    given = {"--framing": framing, "--celeba-dir": celeba_dir, "--hflip": hflip, "--widths": widths}
+    given["--checkpoint-every"] = checkpoint_every
+    for name, value in given.items():
+        if value is not None:
+            raise ConfigError(f"{name} applies to --dataset celeba64 only")
+    if out is None:
+        ctx = click.get_current_context()
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "out"))
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
+    if model == "dit":
+        from genunlearn.train_dit import DiTTrainConfig, train_dit
+
+        dit_config = DiTTrainConfig(
+            dataset=dataset,
+            data_dir=data_dir,
+            epochs=epochs or 12,
+            batch_size=batch_size,
+            lr=lr or 5e-4,
+            lr_schedule=lr_schedule or "cosine",
+            seed=seed,
+            device=device,
+        )
+        record = train_dit(dit_config, out, resume=resume)
+        click.echo(json.dumps(record["final"]))
+        click.echo(f"weights (EMA): {Path(out) / 'model.safetensors'}")
+        return
     from genunlearn.train import TrainConfig
     from genunlearn.train import train as run_train
 
@@ -120,15 +231,68 @@ def train(
         data_dir=data_dir,
         epochs=epochs or (200 if is_vae else 20),
         batch_size=batch_size,
-        lr=lr,
+        lr=lr or 1e-3,
         seed=seed,
         use_bn=use_bn,
         lr_schedule=lr_schedule or ("constant" if is_vae else "cosine"),
         device=device,
+        exclude_classes=_parse_classes(exclude_class) if exclude_class else (),
+        exclude_ids=exclude_ids,
     )
-    record = run_train(config, out, resume=resume)
+    record = run_train(config, out, resume=resume, overwrite=overwrite)
     click.echo(json.dumps(record["final"]))
     click.echo(f"weights: {Path(out) / 'model.safetensors'}")
+
+
+def _train_celeba(
+    model: str,
+    epochs: int | None,
+    batch_size: int,
+    lr: float,
+    lr_schedule: str | None,
+    seed: int,
+    device: str,
+    out: str | None,
+    resume: bool,
+    threads: int | None,
+    framing: str | None,
+    celeba_dir: str | None,
+    hflip: bool | None,
+    widths: str | None,
+    checkpoint_every: int | None,
+) -> None:
+    from genunlearn.train_celeba import KEY_ATTRIBUTES, CelebATrainConfig, default_out, train_celeba
+
+    try:
+        width_tuple = tuple(int(w) for w in widths.split(",")) if widths else None
+    except ValueError:
+        raise click.BadParameter(f"--widths expects integers like 32,64,128, got {widths!r}") from None
+    config = CelebATrainConfig.defaults(
+        model,
+        framing=framing,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        lr_schedule=lr_schedule,
+        seed=seed,
+        hflip=hflip,
+        widths=width_tuple,
+        checkpoint_every=checkpoint_every,
+        celeba_dir=celeba_dir,
+        threads=threads,
+        device=device,
+    ).validate()
+    out_dir = Path(out) if out is not None else default_out(model)
+    record = train_celeba(config, out_dir, resume=resume)
+    final = record["final"]
+    if not record["complete"]:
+        click.echo(f"stopped after {record['epochs_done']} of {config.epochs} epochs; rerun to resume")
+    elif model == "vae":
+        click.echo(json.dumps({"test": final["test"], "train": final["train"]}))
+    else:
+        acc = {a: round(final["test"][a]["accuracy"], 4) for a in KEY_ATTRIBUTES if a in final["test"]}
+        click.echo(json.dumps({"test_mean_accuracy": round(final["test_mean_accuracy"], 4), "test_accuracy": acc}))
+    click.echo(f"weights: {out_dir / 'model.safetensors'}")
 
 
 @cli.command()
@@ -143,7 +307,29 @@ def train(
 @config_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the unfinished run of the same config in --out from its last checkpoint (the result equals an "
+    "uninterrupted run).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the run that --out holds (its files only).")
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Save a resumable checkpoint (checkpoint.pt) every N updates (0: only at the end or on Ctrl-C).",
+)
+def unlearn(
+    config_file: str | None,
+    out: str,
+    quiet: bool,
+    resume: bool,
+    overwrite: bool,
+    checkpoint_every: int,
+    **options: Any,
+) -> None:
     """Make a model forget a class (or replace it); writes summary.json, config.toml, log.csv and model.safetensors.
 
     \b
@@ -151,6 +337,7 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
       genunlearn unlearn --forget 1 --method rep --out runs/rep1
       genunlearn unlearn --config run.toml --steps 100 --out runs/x
       genunlearn unlearn --model my_model:factory --config run.toml --out runs/mine
+      genunlearn unlearn --forget 1 --method uno --out runs/uno1 --resume   # after Ctrl-C or a crash
     """
     from dataclasses import replace
 
@@ -164,7 +351,15 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
     if device != cfg.run.device:
         cfg = replace(cfg, run=replace(cfg.run, device=device))
     try:
-        summary = run_to_dir(cfg, out, progress=not quiet, command=command)
+        summary = run_to_dir(
+            cfg,
+            out,
+            progress=not quiet,
+            command=command,
+            resume=resume,
+            overwrite=overwrite,
+            checkpoint_every=checkpoint_every,
+        )
     finally:
         rank = finish(started)
     if rank != 0:
@@ -184,9 +379,138 @@ def unlearn(config_file: str | None, out: str, quiet: bool, **options: Any) -> N
     for k in keys:
         v = summary.get(k)
         click.echo(f"{k:24s} {v:.4g}" if isinstance(v, float) else f"{k:24s} {v}")
-    click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, {', '.join(summary['outputs'])})")
+    written = ", ".join(Path(p).name for p in summary.get("outputs", []))
+    click.echo(f"outputs in {out}/ (summary.json, config.toml, log.csv, {written})")
     if summary["status"].startswith("diverged"):
         raise GenUnlearnError(summary["status"])
+
+
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected integers like '10,50,100', got {value!r}") from None
+    if not out:
+        raise click.BadParameter("expected at least one integer")
+    return out
+
+
+@cli.command()
+@click.option(
+    "--model", "model_name", default="mnist-vae", show_default=True, help="Registered model or module:factory."
+)
+@click.option(
+    "--checkpoint", type=click.Path(dir_okay=False), default=None, help="The original weights (default: the model's)."
+)
+@click.option("--dataset", default=None, help="Training data by name (default: the model's).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--forget", default="1", show_default=True, help="The forgotten class(es), e.g. 1 or 1,7.")
+@click.option(
+    "--unlearned",
+    "unlearned",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="An unlearned model: its weights or a `genunlearn unlearn` output folder (repeatable).",
+)
+@click.option("--retrained", type=click.Path(), default=None, help="A model retrained without the forgotten class.")
+@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="The attacked detector.")
+@click.option("--classifier-bn/--no-classifier-bn", default=None, help="Its bn1 (MNIST classifier).")
+@click.option(
+    "--independent-classifier",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A second detector that re-measures everything (default: the UNO authors' MNIST classifier when found).",
+)
+@click.option("--independent-classifier-bn/--no-independent-classifier-bn", default=None)
+@click.option("--starts", type=click.IntRange(min=1), default=256, show_default=True, help="Input search starts.")
+@click.option("--search-steps", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--grid", type=click.IntRange(min=0), default=201, show_default=True, help="Grid points per axis (2-d).")
+@click.option("--relearn-at", default="10,50,100", show_default=True, help="Update counts k of relearning.")
+@click.option("--relearn-forget", default="0,1,10", show_default=True, help="Forget examples per relearning batch.")
+@click.option("--relearn-seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--confidence", type=float, default=0.9, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--allow-pickle", is_flag=True, help="Read torch checkpoints holding pickled objects (trusted files only)."
+)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--resume", is_flag=True, help="Reuse the per-model results of an earlier audit in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace the audit that --out holds.")
+@click.option("--title", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def audit(
+    model_name: str,
+    checkpoint: str | None,
+    dataset: str | None,
+    data_dir: str | None,
+    forget: str,
+    unlearned: tuple[str, ...],
+    retrained: str | None,
+    classifier_checkpoint: str | None,
+    classifier_bn: bool | None,
+    independent_classifier: str | None,
+    independent_classifier_bn: bool | None,
+    starts: int,
+    search_steps: int,
+    grid: int,
+    relearn_at: str,
+    relearn_forget: str,
+    relearn_seeds: int,
+    confidence: float,
+    seed: int,
+    device: str,
+    allow_pickle: bool,
+    out: str,
+    resume: bool,
+    overwrite: bool,
+    title: str | None,
+    quiet: bool,
+) -> None:
+    """Try to bring the forgotten class back: input search and relearning, with a pass/fail verdict per model.
+
+    \b
+    Example (docs/audit.md):
+      genunlearn audit --forget 1 --unlearned rep=runs/rep1 --unlearned s=runs/s1 --out audits/mnist1
+    """
+    from genunlearn.experiments.audit import run_audit_command
+
+    data = run_audit_command(
+        model_name=model_name,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        data_dir=data_dir,
+        forget=_parse_classes(forget),
+        unlearned=unlearned,
+        retrained=retrained,
+        classifier_checkpoint=classifier_checkpoint,
+        classifier_bn=classifier_bn,
+        independent_classifier=independent_classifier,
+        independent_classifier_bn=independent_classifier_bn,
+        settings_overrides={
+            "starts": starts,
+            "search_steps": search_steps,
+            "grid": grid,
+            "relearn_at": _int_list(relearn_at),
+            "relearn_forget": _int_list(relearn_forget),
+            "relearn_seeds": relearn_seeds,
+            "confidence": confidence,
+            "seed": seed,
+        },
+        device=device,
+        allow_pickle=allow_pickle,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        title=title,
+        progress=not quiet,
+    )
+    for m in data["models"]:
+        v = m["verdict"]
+        status = "reference" if m["kind"] == "original" else ("pass" if v["pass"] else "fail")
+        failed = [k for k, c in v["checks"].items() if c["pass"] is False]
+        click.echo(f"{m['name']:16s} {m['kind']:10s} {status}" + (f" (fails: {', '.join(failed)})" if failed else ""))
+    click.echo(f"report: {Path(out) / 'audit.md'}")
 
 
 @cli.command()
@@ -283,6 +607,121 @@ def bench_mnist(
     click.echo(result["table"])
 
 
+@bench.command("compare")
+@click.option("--model", default="mnist-vae", show_default=True, help="A registered model (genunlearn models).")
+@click.option("--forget", default="1", show_default=True, help="Class(es) to forget.")
+@click.option("--seeds", type=int, default=5, show_default=True)
+@click.option("--methods", default=None, help="Comma-separated entries (default: all; see --list).")
+@click.option(
+    "--retrained",
+    default=None,
+    help="Comma-separated weights of models retrained without the forget data (genunlearn train vae --exclude-class).",
+)
+@click.option(
+    "--independent-classifier",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A second classifier re-measuring the forget fraction (e.g. the UNO authors' MNIST classifier).",
+)
+@click.option(
+    "--forget-ids",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Sample unlearning: a file of training-set indices to forget (then --forget is ignored).",
+)
+@click.option(
+    "--shadows",
+    default=None,
+    help="Sample unlearning: comma-separated shadow-model run directories (train vae --exclude-ids) for LiRA.",
+)
+@click.option("--steps", type=int, default=None, help="K (default 530; samples: 100; --quick: 12 / 5).")
+@click.option("--fid-samples", type=int, default=None, help="Default 25,000 (samples: 10,000; --quick: 1,000).")
+@click.option("--gold-samples", type=int, default=None, help="Shared latents of the final measures (default 10,000).")
+@click.option("--quick", is_flag=True, help="A small smoke run: 1 seed, 12 updates, small samples.")
+@click.option("--list", "list_entries", is_flag=True, help="List the entries and exit.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory (resumable).")
+def bench_compare(
+    model: str,
+    forget: str,
+    seeds: int,
+    methods: str | None,
+    retrained: str | None,
+    independent_classifier: str | None,
+    forget_ids: str | None,
+    shadows: str | None,
+    steps: int | None,
+    fid_samples: int | None,
+    gold_samples: int | None,
+    quick: bool,
+    list_entries: bool,
+    device: str,
+    out: str | None,
+) -> None:
+    """Every method side by side against the retrained model: results.json, table.md/csv, figures/ in --out.
+
+    \b
+    genunlearn bench compare --model mnist-vae --forget 1 --seeds 5 \\
+        --retrained runs/retrain/vae-no1-seed0/model.safetensors,runs/retrain/vae-no1-seed1/model.safetensors \\
+        --independent-classifier ../shared/anchors/uno-paper-mnist/classifier.safetensors --out results/compare/x
+    """
+    from dataclasses import replace
+
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.compare import ENTRIES, FAMILIES, CompareSettings, run_compare
+
+    if list_entries:
+        for e in ENTRIES:
+            click.echo(f"{e.key:12s} {FAMILIES.get(e.key, ''):20s} {e.label}")
+        return
+    if out is None:
+        raise ConfigError("--out is required")
+    paths = [p.strip() for p in retrained.split(",") if p.strip()] if retrained else []
+    for p in paths:
+        if not Path(p).is_file():
+            raise ConfigError(f"{p}: retrained weights not found")
+    command = " ".join(shlex.quote(a) for a in ["genunlearn", *sys.argv[1:]])
+    chosen = [m.strip() for m in methods.split(",")] if methods else None
+    if forget_ids is not None:
+        from genunlearn.experiments.samples import SampleSettings, render_samples, run_samples
+
+        sample_settings = SampleSettings.quick() if quick else SampleSettings(seeds=seeds)
+        for name, value in (("steps", steps), ("fid_samples", fid_samples), ("generated", gold_samples)):
+            if value is not None:
+                sample_settings = replace(sample_settings, **{name: value})
+        result = run_samples(
+            out,
+            forget_ids=forget_ids,
+            model=model,
+            retrained=paths,
+            shadows=[d.strip() for d in shadows.split(",") if d.strip()] if shadows else None,
+            settings=sample_settings,
+            entries=chosen,
+            device=device,
+            command=command,
+        )
+        click.echo(render_samples(result))
+        return
+    settings = CompareSettings.quick() if quick else CompareSettings(seeds=seeds)
+    for name, value in (("steps", steps), ("fid_samples", fid_samples), ("gold_samples", gold_samples)):
+        if value is not None:
+            settings = replace(settings, **{name: value})
+    result = run_compare(
+        out,
+        model=model,
+        forget=_parse_classes(forget),
+        retrained=paths,
+        independent_classifier=independent_classifier,
+        settings=settings,
+        entries=chosen,
+        device=device,
+        command=command,
+    )
+    from genunlearn.experiments.compare import render_table
+
+    click.echo(render_table(result))
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--check", is_flag=True, help="Write nothing; print the first difference and exit with status 1.")
@@ -318,12 +757,141 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
         click.echo("nothing to update")
 
 
+@bench.command("mnist-dit")
+@click.option("--seeds", type=int, default=None, help="Default 3 (--quick: 1).")
+@click.option("--methods", default=None, help="Comma-separated methods (default: s,uno,uno-s,uno-fd,a,sa,d).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="DiT weights (default: bundled).")
+@click.option("--forget", type=int, default=None, help="Digit to replace (default 1).")
+@click.option("--replace-with", "target", type=int, default=None, help="Target digit (default 7).")
+@click.option("--steps", type=int, default=None, help="Updates per run (default 100, the paper's K).")
+@click.option("--lr", type=float, default=None, help="Default 1e-4 (the paper's).")
+@click.option("--batch-size", type=int, default=None, help="Default 10 (the paper's).")
+@click.option("--beta-o", type=float, default=None, help="Default 2e-2 (the paper's DiT value).")
+@click.option("--monitor-samples", type=int, default=None, help="Default 200.")
+@click.option("--monitor-every", type=int, default=None, help="Default 5 updates.")
+@click.option("--sampler-steps", type=int, default=None, help="Default 20 (DDIM).")
+@click.option("--class-samples", type=int, default=None, help="Per class, before/after (default 100).")
+@click.option("--fid-samples", type=int, default=None, help="Kept classes' samples for FID (default 1000).")
+@click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
+def bench_mnist_dit(
+    seeds,
+    methods,
+    checkpoint,
+    forget,
+    target,
+    steps,
+    lr,
+    batch_size,
+    beta_o,
+    monitor_samples,
+    monitor_every,
+    sampler_steps,
+    class_samples,
+    fid_samples,
+    quick,
+    device,
+    out,
+) -> None:
+    """The paper's DiT replacement experiment on the MNIST DiT: table.md, results.json, figures/ in --out."""
+    from dataclasses import replace
+
+    from genunlearn.experiments.dit_bench import DiTBenchSettings, run_dit_bench
+
+    settings = DiTBenchSettings.quick() if quick else DiTBenchSettings()
+    given = {
+        "seeds": seeds,
+        "forget": forget,
+        "target": target,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "beta_o": beta_o,
+        "monitor_samples": monitor_samples,
+        "monitor_every": monitor_every,
+        "sampler_steps": sampler_steps,
+        "class_samples": class_samples,
+        "fid_samples": fid_samples,
+    }
+    settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
+    chosen = [m.strip() for m in methods.split(",")] if methods else None
+    result = run_dit_bench(out, settings=settings, checkpoint=checkpoint, methods=chosen, device=device)
+    click.echo(result["table"])
+
+
+@bench.command("celeba64")
+@click.option("--attr", "attributes", default="Male", show_default=True, help="Feature(s) to forget: Male, Eyeglasses.")
+@click.option("--attr-mode", type=click.Choice(["any", "all"]), default="any", show_default=True)
+@click.option("--seeds", type=int, default=None, help="Default 3 (--quick: 1).")
+@click.option(
+    "--methods", default=None, help="Comma-separated (default: s,uno,uno-s,s-hat,uno-hat,uno-s-hat,h,rep,uno-fd)."
+)
+@click.option(
+    "--framing", type=click.Choice(["aligned", "detector-crop", "all"]), default=None, help="Faces [aligned]."
+)
+@click.option("--steps", type=int, default=None, help="Cap on updates (default 200; the paper's K is 659).")
+@click.option("--threshold", type=float, default=None, help="Forgotten below this share (default 0.05).")
+@click.option("--monitor-every", type=int, default=None, help="Updates between monitor readings (default 5).")
+@click.option("--fid-samples", type=int, default=None, help="Default 2000.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Face VAE (default: the cache).")
+@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="Attribute classifier.")
+@click.option("--independent-classifier", type=click.Path(dir_okay=False), default=None, help="A second one.")
+@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="images.zip + attributes.csv.")
+@click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 3 updates, small samples.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
+def bench_celeba64(
+    attributes,
+    attr_mode,
+    seeds,
+    methods,
+    framing,
+    steps,
+    threshold,
+    monitor_every,
+    fid_samples,
+    checkpoint,
+    classifier_checkpoint,
+    independent_classifier,
+    celeba_dir,
+    quick,
+    device,
+    out,
+) -> None:
+    """The paper's CelebA feature unlearning: table.md, results.json, figures/ in --out."""
+    from dataclasses import replace
+
+    from genunlearn.experiments.celeba_bench import CelebABenchSettings, run_celeba_bench
+
+    attrs = tuple(a.strip() for a in attributes.split(",") if a.strip())
+    base = CelebABenchSettings.quick() if quick else CelebABenchSettings()
+    given = {"seeds": seeds, "steps": steps, "threshold": threshold, "monitor_every": monitor_every}
+    given.update(fid_samples=fid_samples, framing=framing)
+    settings = replace(base, attributes=attrs, attr_mode=attr_mode, **{k: v for k, v in given.items() if v is not None})
+    chosen = [m.strip() for m in methods.split(",")] if methods else None
+    result = run_celeba_bench(
+        out,
+        settings=settings,
+        checkpoint=checkpoint,
+        classifier=classifier_checkpoint,
+        independent_classifier=independent_classifier,
+        celeba_dir=celeba_dir,
+        methods=chosen,
+        device=device,
+    )
+    click.echo(result["table"])
+
+
 def main() -> None:
     """Entry point: run the CLI, turning genunlearn errors into one line and exit status 2."""
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__  # click turns KeyboardInterrupt into Abort; keep the run's message
+        click.echo(
+            f"interrupted: {cause}" if isinstance(cause, KeyboardInterrupt) and str(cause) else "aborted", err=True
+        )
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -331,8 +899,8 @@ def main() -> None:
     except GenUnlearnError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except KeyboardInterrupt as exc:
+        click.echo(f"interrupted: {exc}" if str(exc) else "interrupted", err=True)
         sys.exit(130)
 
 

@@ -49,11 +49,14 @@ class ModelConfig:
             module or a .py file in the working directory) or an entry point of group ``genunlearn.models``.
         checkpoint: weights to start from instead of the model's default (never overwritten).
         options: keyword arguments for the model's factory (config file only).
+        allow_pickle: read torch checkpoints that hold pickled Python objects beyond tensors (unpickling can run
+            arbitrary code: only for files you trust); default: safetensors and weights-only torch files.
     """
 
     name: str = field(default="mnist-vae", metadata={"cli": "model"})
     checkpoint: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    allow_pickle: bool = False
 
     def validate(self) -> ModelConfig:
         """Check the fields (one-line errors)."""
@@ -69,26 +72,40 @@ class DataConfig:
     Attributes:
         dataset: training data by name (IDX datasets such as ``mnist`` or ``fashion-mnist``); default: the model's.
         data_dir: directory holding the dataset's files.
-        forget: classes to forget, e.g. ``1`` or ``1,7``.
+        forget: classes to forget, e.g. ``1`` or ``1,7`` (ignored with ``forget_ids``).
+        forget_ids: a file of training-set indices to forget (sample unlearning; one per line or a JSON list);
+            the forget monitor and classifier-assisted methods (which count classes) do not apply.
         replace_with: conditional replacement: the target class of each forget class (or one for all), e.g.
             ``--forget 1 --replace-with 7``; empty: class unlearning.
         num_workers: data-loader worker processes for datasets read from files (results do not depend on it).
+        forget_attr: feature unlearning on attribute datasets (celeba64): forget the examples with these
+            attributes, e.g. Male or Male,Eyeglasses (then the feature is class 1 and the rest class 0).
+        attr_mode: several forget attributes: any (their union) or all (their conjunction).
     """
 
     dataset: str | None = None
     data_dir: str | None = None
     forget: tuple[int, ...] = (1,)
+    forget_ids: str | None = None
     replace_with: tuple[int, ...] = ()
     num_workers: int = 0
+    forget_attr: tuple[str, ...] = ()
+    attr_mode: str = "any"
 
     def validate(self) -> DataConfig:
         """Check the fields (one-line errors)."""
         if not self.forget:
             raise ConfigError("[data] forget: no forget class given")
+        if self.forget_ids is not None and self.replace_with:
+            raise ConfigError("[data] forget_ids (sample unlearning) cannot be combined with replace_with")
+        if self.forget_ids is not None and self.forget_attr:
+            raise ConfigError("[data] forget_ids (sample unlearning) cannot be combined with forget_attr")
         if self.replace_with and len(self.replace_with) not in (1, len(self.forget)):
             raise ConfigError("[data] replace_with: give one target class or one per forget class")
         if self.num_workers < 0:
             raise ConfigError(f"[data] num_workers must be >= 0, got {self.num_workers}")
+        if self.attr_mode not in ("any", "all"):
+            raise ConfigError(f"[data] attr_mode must be 'any' or 'all', got {self.attr_mode!r}")
         return self
 
 
@@ -139,6 +156,9 @@ class RuntimeConfig:
         return self
 
 
+#: What a ``None`` means for fields whose default is not ``None`` (written to TOML, which has no null).
+_NONE_AS: dict[tuple[str, str], Any] = {("unlearn", "stop_at"): 0.0}
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "adapter": AdapterConfig,
@@ -173,10 +193,21 @@ class RunConfig:
         return {name: _plain(dataclasses.asdict(getattr(self, name))) for name in SECTIONS}
 
     def to_toml(self) -> str:
-        """The resolved config as TOML (``None`` values are left out: they mean the default)."""
+        """The resolved config as TOML.
+
+        TOML has no null: a ``None`` whose field defaults to ``None`` is left out (it means the default); a
+        ``None`` that stands for something else is written as its equivalent (``stop_at = None``, no threshold,
+        as ``0.0``), so that the file repeats the run.
+        """
         import tomli_w
 
-        data = {s: {k: v for k, v in d.items() if v is not None} for s, d in self.to_dict().items()}
+        data = {}
+        for name, d in self.to_dict().items():
+            defaults = {f.name: f.default for f in dataclasses.fields(SECTIONS[name])}
+            data[name] = {
+                k: _NONE_AS.get((name, k), v) if v is None and defaults.get(k) is not None else v for k, v in d.items()
+            }
+            data[name] = {k: v for k, v in data[name].items() if v is not None}
         return tomli_w.dumps(data)
 
     @classmethod
@@ -186,7 +217,7 @@ class RunConfig:
             raise ConfigError(f"{source}: expected tables of options")
         unknown = sorted(set(data) - set(SECTIONS))
         if unknown:
-            raise ConfigError(f"{source}: unknown section [{unknown[0]}]; sections: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{source}: unknown section {unknown[0]!r}; sections: {', '.join(SECTIONS)}")
         parts = {}
         for name, section_cls in SECTIONS.items():
             values = data.get(name, {})
@@ -337,6 +368,10 @@ def _parse_int_list(value: str | None) -> tuple[int, ...] | None:
         return tuple(int(v) for v in value.split(",") if v.strip() != "")
     except ValueError:
         raise click.BadParameter(f"expected class labels like '1' or '1,7', got {value!r}") from None
+
+
+def _parse_str_list(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
 
 
 def config_options(func: Any) -> Any:

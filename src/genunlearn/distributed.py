@@ -328,6 +328,32 @@ def finish(started: bool) -> int:
     return rank
 
 
+def on_main(fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on rank 0 only, its result (or its :class:`GenUnlearnError`) on every rank of the default group.
+
+    Without a process group of more than one process, simply ``fn()``. The other ranks wait for rank 0, so a
+    refusal there (an output folder holding another run) stops every rank with the same one-line error instead
+    of leaving them in a collective.
+    """
+    if default_group_world() <= 1:
+        return fn()
+    box: list[Any] = [None]
+    failure: Exception | None = None
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn())
+        except Exception as exc:  # every rank must leave the broadcast: share the failure, re-raise it here
+            failure = exc
+            cls = type(exc) if isinstance(exc, GenUnlearnError) else GenUnlearnError
+            box[0] = ("error", cls, str(exc) if isinstance(exc, GenUnlearnError) else f"rank 0: {exc!r}")
+    dist.broadcast_object_list(box, src=0)
+    if failure is not None:
+        raise failure
+    if box[0][0] == "error":
+        raise box[0][1](box[0][2])
+    return box[0][1]
+
+
 def resolve(setting: bool | None) -> DataParallel | None:
     """The layer for a run: ``None`` (auto) uses the default group when it has more than one process."""
     if setting is False:

@@ -26,3 +26,8 @@ class ConfigError(GenUnlearnError):
 
 class DivergenceError(GenUnlearnError):
     """Unlearning produced a non-finite loss or gradient (the last finite weights were kept)."""
+
+
+class OutputError(GenUnlearnError):
+    """An output cannot be written (disk full, read-only or missing directory, no permission), or the output
+    directory already holds another run. Nothing half-written is left behind."""

@@ -32,10 +32,13 @@ peft (and the transformers library it imports, about 10 s) is imported only when
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
+import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,17 +279,27 @@ def save_unlearned(
     config: AdapterConfig | None,
     original: nn.Module | None,
     metadata: dict[str, Any] | None = None,
+    save: Callable[[nn.Module, Path], list[Path]] | None = None,
 ) -> list[str]:
-    """Write the unlearned model into ``out``: a plain ``model.safetensors`` (no adapter, or ``--merge``) or the
-    adapter in peft's format (``adapter/``). Returns the names written."""
+    """Write the unlearned model into ``out`` and return the paths written, relative to ``out``.
+
+    With a LoRA adapter (and no ``--merge``): the adapter in peft's format (``adapter/``). Otherwise the plain
+    model (the adapter merged in, with ``--merge``): through the model bundle's own writer ``save`` if it has one
+    (e.g. a diffusers pipeline folder), else as ``model.safetensors`` with ``metadata`` and the build options
+    that let :func:`~genunlearn.models.load_model` rebuild the architecture.
+    """
     out = Path(out)
-    meta = dict(metadata or {})
     if config is not None and config.enabled and is_lora(model):
         if not config.merge:
             save_adapter(model, out / "adapter", original=original)
             return ["adapter/"]
         model = merged(model)
+    if save is not None:
+        return [os.path.relpath(p, out) for p in save(model, out)]
+    meta = dict(metadata or {})
     if hasattr(model, "build_options"):  # so that load_model(name, path) rebuilds the same architecture
         meta["build_options"] = model.build_options()  # type: ignore[operator]
+    elif dataclasses.is_dataclass(getattr(model, "config", None)):
+        meta["build_options"] = dataclasses.asdict(model.config)  # type: ignore[arg-type]
     save_weights(model, out / "model.safetensors", metadata=meta)
     return ["model.safetensors"]

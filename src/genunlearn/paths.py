@@ -1,4 +1,4 @@
-"""Where genunlearn looks for files that are not shipped with it (the paper authors' weights, CelebA).
+"""Where genunlearn looks for files that are not shipped with it (the paper authors' weights, CelebA, the cache).
 
 ``$GENUNLEARN_SHARED`` names the shared folder; otherwise ``./shared``, ``../shared`` (relative to the
 working directory) and ``../shared`` beside a source checkout are tried in turn.
@@ -34,3 +34,13 @@ def authors_weights(file_name: str) -> Path | None:
         return None
     p = root / "anchors" / "uno-paper-mnist" / file_name
     return p if p.is_file() else None
+
+
+CACHE_ENV = "GENUNLEARN_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where trained weights that genunlearn may not bundle live (CelebA models): ``$GENUNLEARN_CACHE`` or
+    ``~/.cache/genunlearn``. Not created here."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "genunlearn"

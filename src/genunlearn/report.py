@@ -6,7 +6,7 @@ Three kinds of outputs are regenerated (and, with ``--check``, compared with wha
    ``table.md`` and ``table.csv`` from a bench's ``results.json`` (:func:`genunlearn.experiments.bench.render_table`,
    ``write_csv``); ``summary.md`` and ``summary.csv`` from a sweep's ``cells.jsonl``
    (:mod:`genunlearn.experiments.sweep_summary`); ``independent_monitor.md`` from ``independent_monitor.json``;
-   ``evaluation.md`` from ``evaluation.json``.
+   ``evaluation.md`` from ``evaluation.json``; ``audit.md`` from ``audit.json``.
 2. **Generated blocks** in any markdown file, between marker comments that name the generator and its data::
 
        <!-- begin generated: step-cost-times benchmarks/results/step_cost.json -->
@@ -172,6 +172,9 @@ def select(data: Any, selector: str) -> Any:
                 raise ReportError(f"selector {selector!r}: no key {seg.value!r} (have {', '.join(map(str, cur))})")
             cur = cur[seg.value]
         elif seg.kind == "index":
+            if isinstance(cur, Mapping) and str(seg.value) in cur:  # a numeric key ("relearn.10.100")
+                cur = cur[str(seg.value)]
+                continue
             if not isinstance(cur, list) or not -len(cur) <= seg.value < len(cur):
                 raise ReportError(f"selector {selector!r}: index {seg.value} out of range")
             cur = cur[seg.value]
@@ -306,6 +309,13 @@ def _ms(m: Any, spec: str = ".1f") -> str:
 
 def _f(v: Any, spec: str) -> str:
     return format_value(v, spec)
+
+
+@generator("audit-verdict", "AUDIT_JSON")
+def _gen_audit(root: Path, args: list[str]) -> str:
+    from genunlearn.experiments.audit import render_verdict
+
+    return render_verdict(load_data(root / _args(args, 1, "audit-verdict")[0])) + "\n"
 
 
 @generator("models-evaluation", "EVALUATION_JSON")
@@ -763,6 +773,26 @@ def render_independent_monitor(data: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@generator("compare", "COMPARE_RESULTS_JSON")
+def _gen_compare(root: Path, args: list[str]) -> str:
+    """The comparison table (genunlearn bench compare), without its title."""
+    from genunlearn.experiments.compare import render_table
+
+    path = _args(args, 1, "compare")[0]
+    body = render_table(load_data(root / path)).split("\n", 2)[2]
+    return body + f"\nData: `{path}`.\n"
+
+
+@generator("samples", "SAMPLES_RESULTS_JSON")
+def _gen_samples(root: Path, args: list[str]) -> str:
+    """A sample-level unlearning table (genunlearn bench compare --forget-ids), without its title."""
+    from genunlearn.experiments.samples import render_samples
+
+    path = _args(args, 1, "samples")[0]
+    body = render_samples(load_data(root / path)).split("\n", 2)[2]
+    return body + f"\nData: `{path}`.\n"
+
+
 # --- the report ---------------------------------------------------------------------------------------------
 @dataclass
 class Output:
@@ -788,6 +818,27 @@ def _bench_outputs(results: Path) -> list[Output]:
     return [Output(results.parent / "table.md", table, src), Output(results.parent / "table.csv", csv_text, src)]
 
 
+def _kind_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
+    """``table.md`` and ``table.csv`` beside a comparison's or a sample-level run's ``results.json``."""
+    from genunlearn.checkpoints import atomic_write_csv
+
+    if data["kind"] == "compare":
+        from genunlearn.experiments.compare import csv_rows, render_table
+
+        table, rows = render_table(dict(data)), csv_rows(dict(data))
+    else:
+        from genunlearn.experiments.samples import _csv, render_samples
+
+        table, rows = render_samples(dict(data)), _csv(dict(data))
+    with tempfile.TemporaryDirectory() as tmp:
+        atomic_write_csv(Path(tmp) / "table.csv", rows)
+        csv_text = (Path(tmp) / "table.csv").read_text()
+    return [
+        Output(results.parent / "table.md", table, results.name),
+        Output(results.parent / "table.csv", csv_text, results.name),
+    ]
+
+
 def _sweep_outputs(cells_path: Path) -> list[Output]:
     from genunlearn.experiments.sweep_summary import read_cells, sweep_hold, write_summary
 
@@ -807,12 +858,18 @@ def _derived(path: Path) -> list[Output]:
     name = path.name
     if name == "results.json":
         data = load_data(path)
+        if isinstance(data, Mapping) and data.get("kind") in ("compare", "samples"):
+            return _kind_outputs(path, data)
         if isinstance(data, Mapping) and {"rows", "settings", "original", "title"} <= set(data):
             return _bench_outputs(path)
     elif name == "cells.jsonl":
         return _sweep_outputs(path)
     elif name == "independent_monitor.json":
         return [Output(path.parent / "independent_monitor.md", render_independent_monitor(load_data(path)), name)]
+    elif name == "audit.json":
+        from genunlearn.experiments.audit import render_audit
+
+        return [Output(path.parent / "audit.md", render_audit(load_data(path)), name)]
     elif name == "evaluation.json":
         from genunlearn.experiments.model_eval import evaluation_markdown
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -29,6 +31,16 @@ def _tile(images: torch.Tensor, rows: int, side: int | None = None) -> np.ndarra
         r, col = divmod(i, cols)
         canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, col * (w + 2) + 1 : col * (w + 2) + 1 + w] = im
     return canvas[..., 0] if c == 1 else np.clip(canvas, 0, 1)
+
+
+def panels(n: int, cols: int, size: tuple[float, float] = (3.0, 3.2)) -> tuple[Any, Any]:
+    """A figure of ``n`` panels in rows of ``cols`` (each ``size`` inches), unused panels hidden; returns the
+    figure and the flat array of axes."""
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
 
 
 def before_after_grid(
@@ -72,3 +84,22 @@ def class_histogram(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def rgb_grid(images: torch.Tensor, path: str | Path, *, nrow: int = 8, pad: int = 2, scale: int = 2) -> Path:
+    """Save RGB images ``(N, 3, H, W)`` in [0, 1] as one PNG grid (``nrow`` per row, white padding, exact pixels
+    enlarged ``scale`` times by repetition)."""
+    from PIL import Image
+
+    from genunlearn.checkpoints import atomic_write
+
+    imgs = images.detach().cpu().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    n, h, w, _ = imgs.shape
+    rows = int(np.ceil(n / nrow))
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, nrow)
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = im
+    if scale > 1:
+        canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
+    return atomic_write(path, lambda tmp: Image.fromarray(canvas).save(tmp, format="PNG"))

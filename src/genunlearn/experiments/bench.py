@@ -78,7 +78,20 @@ ENTRIES: tuple[BenchEntry, ...] = (
     BenchEntry("h-published", "'H' as published (retain-only fine-tuning)", "d", 3),
     BenchEntry("uno-fd", "UNO-FD: UNO with finite-difference HVPs (genunlearn, approximate)", "uno-fd", 1),
     BenchEntry("rep", "REP: latent replacement (genunlearn, no classifier, beta_r=10)", "rep", 1),
+    BenchEntry("gdiff", "GDiff: gradient difference L_r - L_f", "gdiff", 4),
+    BenchEntry(
+        "ngdiff", "NGDiff: normalized gradient difference, adaptive step (SGD)", "ngdiff", 4, {"optimizer": "sgd"}
+    ),
+    BenchEntry("salun", "SalUn: saliency mask 0.5, forget latents -> random retained images", "salun", 4),
+    BenchEntry("amnesia", "Selective Amnesia: noise surrogate + replay + EWC (lambda=100)", "amnesia", 4),
 )
+
+#: Section titles of the bench tables.
+TABLE_TITLES = {
+    1: "classifier-free and published configurations",
+    3: "classifier-assisted",
+    4: "peer methods of other papers, docs/peers.md",
+}
 
 
 @dataclass(frozen=True)
@@ -141,8 +154,12 @@ def held_below(values: list[float], threshold: float, window: int) -> bool | Non
     return all(v < threshold for v in values[first : first + window + 1])
 
 
-def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[UnlearnConfig, ObjectiveConfig]:
-    """The engine config and the objective config of one (entry, seed); overrides go to the one that has the field."""
+def entry_config(entry: BenchEntry, s: Any, seed: int) -> tuple[UnlearnConfig, ObjectiveConfig]:
+    """The engine config and the objective config of one (entry, seed); overrides go to the one that has the field.
+
+    ``s`` holds ``steps``, ``lr``, ``batch_size``, ``beta_o``, ``beta_h``, ``alpha`` and ``threshold``
+    (:class:`BenchSettings`, or the settings of ``bench compare`` and its sample-level runs).
+    """
     cfg = UnlearnConfig(
         method=entry.method,
         steps=s.steps,
@@ -163,7 +180,7 @@ def _entry_config(entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[Unlea
 
 def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
     """Run one (entry, seed); returns the JSON-able record and the unlearned model."""
-    cfg, objective = _entry_config(entry, s, seed)
+    cfg, objective = entry_config(entry, s, seed)
     ref = setup.monitor(seed + 1000, n=s.ref_monitor_samples, mode="train")
     robust = setup.monitor(seed, n=s.robust_monitor_samples, mode="eval")
     model, result = setup.run(cfg, objective, monitor=robust, extra_monitors={"ref": ref}, progress=False)
@@ -287,16 +304,11 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
         "seeds; alternating methods also give the median of their even / odd steps (e.g. UNO / S for UNO-S).",
         "",
     ]
-    for table in (1, 3):
+    for table, heading in TABLE_TITLES.items():
         sel = [r for r in rows if r["table"] == table]
         if not sel:
             continue
-        out += [
-            f"## Table {table}"
-            + (" (classifier-free and published configurations)" if table == 1 else " (classifier-assisted)"),
-            "",
-            head,
-        ]
+        out += [f"## Table {table} ({heading})", "", head]
         for r in sel:
             tps = _fmt(_ms(r["time_per_step_s"]), ".1f")
             if r.get("time_per_step_mean_s") and r["time_per_step_mean_s"][0] is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +12,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from genunlearn.eval.figures import _tile
+from genunlearn.eval.figures import _tile, panels
 
 DIGIT_COLORS = plt.get_cmap("tab10")
-
-
-def _panels(n: int, cols: int) -> tuple[Any, np.ndarray]:
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    return fig, axes.flat
 
 
 def sample_grids(path: Path, setup, models: dict[str, Any], labels: dict[str, str]) -> None:
     """Paper figure 1: 8x8 samples from identical latents, original and each method (seed 0)."""
     z = torch.randn(64, 2, generator=torch.Generator().manual_seed(0)).to(setup.device)
     items = [("original", setup.fresh_model())] + [(labels[k], m) for k, m in models.items()]
-    fig, axes = _panels(len(items), 4)
+    fig, axes = panels(len(items), 4)
     for ax, (name, model) in zip(axes, items, strict=False):
         with torch.no_grad():
             model.eval()
@@ -48,7 +39,7 @@ def histograms(
 ) -> None:
     """Paper figure 2: classes of generated samples before and after (robust monitor, seed 0)."""
     keys = [k for k in records if records[k]]
-    fig, axes = _panels(len(keys), 4)
+    fig, axes = panels(len(keys), 4)
     before = np.asarray(original["class_counts_robust"], float)
     before /= before.sum()
     for ax, k in zip(axes, keys, strict=False):
@@ -136,7 +127,7 @@ def latent_maps(
     lin = torch.linspace(-extent, extent, n)
     zz = torch.stack(torch.meshgrid(lin, lin, indexing="xy"), -1).reshape(-1, 2).to(setup.device)
     items = [("original", setup.fresh_model())] + [(labels[k], m) for k, m in models.items()]
-    fig, axes = _panels(len(items), len(items))
+    fig, axes = panels(len(items), len(items))
     for ax, (name, model) in zip(axes, items, strict=False):
         model.eval()
         pred = setup.classifier(model.decode(zz)).argmax(1).reshape(n, n).cpu().numpy()

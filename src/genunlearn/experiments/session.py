@@ -10,6 +10,7 @@ and :meth:`UnlearnSession.run`. :func:`run_to_dir` runs one job and writes its o
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,10 +25,17 @@ from genunlearn.checkpoints import atomic_write_json, atomic_write_text
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig, RunConfig
 from genunlearn.data.batching import data_length
 from genunlearn.data.splits import ForgetSplit
-from genunlearn.errors import CheckpointError, ConfigError, DataError
+from genunlearn.errors import ConfigError, DataError
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.eval.monitor import ForgetMonitor
-from genunlearn.loop import UnlearnConfig, UnlearnResult, unlearn
+from genunlearn.loop import (
+    Checkpointing,
+    UnlearnConfig,
+    UnlearnResult,
+    check_data_parallel,
+    read_checkpoint,
+    unlearn,
+)
 from genunlearn.lora import AdapterConfig, adapt, save_unlearned
 from genunlearn.methods import METHODS
 from genunlearn.models.bundle import BuildContext, ModelBundle, build_bundle, forget_classes_exist
@@ -40,7 +48,8 @@ from genunlearn.objectives import (
     Task,
     batch_inputs,
 )
-from genunlearn.provenance import run_record
+from genunlearn.outputs import prepare_run_dir
+from genunlearn.provenance import record_start, run_record
 from genunlearn.runinfo import resolve_device, versions
 
 
@@ -84,14 +93,19 @@ class UnlearnSession:
             data_dir=data.data_dir,
             classifier_checkpoint=monitor.classifier_checkpoint,
             classifier_bn=monitor.classifier_bn,
+            forget_attr=tuple(data.forget_attr),
+            attr_mode=data.attr_mode,
+            allow_pickle=model.allow_pickle,
         )
         self.bundle: ModelBundle = build_bundle(model.name, model.options, context)
         if self.bundle.data is None:
             raise ConfigError(f"--model {model.name} brings no training data; name one with --dataset")
         self.data = self.bundle.data
         labels = self.data.labels
-        self.forget_classes = tuple(data.forget)
-        forget_classes_exist(labels, self.forget_classes, self.data.name)
+        self.sample_level = data.forget_ids is not None
+        self.forget_classes = () if self.sample_level else tuple(data.forget)
+        if not self.sample_level:
+            forget_classes_exist(labels, self.forget_classes, self.data.name)
         self.classifier = self.bundle.classifier
         if self.classifier is not None:
             for p in self.classifier.parameters():
@@ -109,12 +123,22 @@ class UnlearnSession:
             self.forget_data = self._labelled(f_idx)
         else:
             self.targets = ()
-            self.split = ForgetSplit.by_class(labels, self.forget_classes)
-            self.retain_data = self.data.subset(self.split.retain)
-            self.forget_data = self.data.subset(self.split.forget)
+            if self.sample_level:
+                from genunlearn.train import read_ids
+
+                self.split = ForgetSplit.by_ids(len(labels), read_ids(data.forget_ids))  # type: ignore[arg-type]
+            else:
+                self.split = ForgetSplit.by_class(labels, self.forget_classes)
+            pick = self._labelled if self.bundle.labelled else self.data.subset
+            self.retain_data = pick(self.split.retain)
+            self.forget_data = pick(self.split.forget)
+        # classes a conditional model should keep generating (the others': neither forgotten nor replaced)
+        self.kept_classes = tuple(c for c in sorted(set(labels.tolist())) if c not in self.forget_classes)
         self._original = copy.deepcopy(self.bundle.model)
         self._fid: dict[str, ClassifierFID] = {}
         self._replacements: dict[tuple, LatentReplacement] = {}
+        self._terms: dict[tuple, dict[str, Any]] = {}
+        self.terms_setup_s: dict[str, float] = {}
 
     def _labelled(self, index: torch.Tensor) -> Any:
         """Examples at ``index`` with their labels: a ``(x, y)`` tensor pair or a subset of the dataset."""
@@ -136,6 +160,12 @@ class UnlearnSession:
 
     # --- measuring -------------------------------------------------------------------------------------------
 
+    @property
+    def conditional_sampler(self) -> bool:
+        """Whether the model generates under a class label: the sampler's ``conditional`` attribute, or, when it
+        does not say, whether this is a conditional replacement run."""
+        return bool(getattr(self.bundle.sampler, "conditional", self.conditional))
+
     def _generate(self, labels: int | None = None):
         sampler = self.bundle.sampler
         if sampler is None:
@@ -147,28 +177,33 @@ class UnlearnSession:
     def monitor(self, seed: int, n: int | None = None, mode: str | None = None) -> ForgetMonitor | None:
         """Forget monitor with generator inputs fixed by ``seed`` (``None`` without sampler or classifier).
 
-        For conditional replacement it generates with the (first) forget label and counts that class.
+        A class-conditional model generates with the (first) forget label, and the monitor counts that class
+        (its class counts then also say what the forget label generates instead: the target's share).
         """
         sampler = self.bundle.sampler
-        if sampler is None or self.classifier is None:
-            return None
+        if sampler is None or self.classifier is None or self.sample_level:
+            return None  # sample unlearning: no class to count
         g = torch.Generator().manual_seed(10_000 + seed)
         latents = sampler.draw(n or self.monitor_config.samples, g).to(self.device)
-        label = self.forget_classes[0] if self.conditional else None
+        label = self.forget_classes[0] if self.conditional_sampler else None
         return ForgetMonitor(
             generate=self._generate(label),
             classifier=self.classifier,
             latents=latents,
-            forget_classes=self.forget_classes[:1] if self.conditional else self.forget_classes,
+            forget_classes=self.forget_classes[:1] if self.conditional_sampler else self.forget_classes,
             mode=mode or self.monitor_config.mode,
             num_classes=self.bundle.num_classes,
         )
 
     def hat(self, objective: ObjectiveConfig) -> HatTerm:
         """The classifier term with ``objective``'s kind, alpha and sample count."""
+        if self.sample_level:
+            raise ConfigError("classifier-assisted methods count forget classes; with forget_ids there is none")
         sampler = self.bundle.sampler
         if sampler is None or self.classifier is None:
             raise ConfigError("classifier-assisted methods need a model with a sampler and a classifier")
+        if not getattr(sampler, "differentiable", True):
+            raise ConfigError("classifier-assisted methods need a differentiable sampler; this model's is not")
 
         def generate(model: nn.Module, n: int) -> torch.Tensor:
             return sampler.generate(model, sampler.draw(n, None).to(self.device))  # type: ignore[arg-type]
@@ -189,6 +224,7 @@ class UnlearnSession:
             raise ConfigError("rep needs an encoder-decoder model (a VAE with encode/decode); this model has none")
         key = (objective.replace_neighbors, objective.loss_reduction, batch_size)
         if key not in self._replacements:
+            t0 = time.perf_counter()
             self._replacements[key] = LatentReplacement.for_vae(
                 self.fresh_model(),
                 self.retain_data,
@@ -199,15 +235,81 @@ class UnlearnSession:
                 reduction=objective.loss_reduction,
                 device=self.device,
             )
+            self.terms_setup_s["rep"] = time.perf_counter() - t0
         return self._replacements[key]
+
+    def terms(self, names: tuple[str, ...], objective: ObjectiveConfig, batch_size: int) -> dict[str, Any]:
+        """The peer methods' extra terms (:mod:`genunlearn.objectives.peer_terms`), built once per options.
+
+        The bundle's own ``peer_terms(names, objective, batch_size)`` is used when it has one; otherwise encoder-
+        decoder models (``replacement_likelihood`` set) get the VAE versions and models trained with a
+        :class:`~genunlearn.objectives.DiffusionObjective` the diffusion versions. The seconds each build took
+        are in :attr:`terms_setup_s` (SA's Fisher estimate is the expensive one).
+        """
+        from genunlearn.objectives.diffusion import DiffusionObjective
+        from genunlearn.objectives.peer_terms import diffusion_terms, vae_terms
+
+        if not names:
+            return {}
+        key = (names, objective, batch_size)
+        if key not in self._terms:
+            t0 = time.perf_counter()
+            obj = _with_reduction(self.bundle.objective, objective.loss_reduction)
+            custom = getattr(self.bundle, "peer_terms", None)
+            if custom is not None:
+                built = dict(custom(names, objective, batch_size))
+            elif self.bundle.replacement_likelihood is not None:
+                built = vae_terms(
+                    names,
+                    self.fresh_model(),
+                    _inputs(self.retain_data),
+                    _inputs(self.forget_data),
+                    likelihood=self.bundle.replacement_likelihood,
+                    reduction=objective.loss_reduction,
+                    samples=batch_size,
+                    fisher_samples=objective.fisher_samples,
+                    device=self.device,
+                )
+            elif isinstance(obj, DiffusionObjective):
+                built = diffusion_terms(
+                    names,
+                    self.fresh_model(),
+                    obj,
+                    num_classes=self.bundle.num_classes,
+                    forget_classes=self.forget_classes,
+                    n_data=len(self.data.labels),
+                    n_forget=int(self.split.forget.numel()),
+                    guidance=objective.guidance,
+                    siss_mixture=objective.siss_mixture,
+                    siss_forget_scale=objective.siss_forget_scale,
+                )
+            else:
+                raise ConfigError(
+                    f"the terms {', '.join(names)} need a VAE (encode/decode) or a diffusion model, or a bundle "
+                    "with peer_terms(names, objective, batch_size)"
+                )
+            missing = [n for n in names if n not in built]
+            if missing:
+                raise ConfigError(f"this model provides no term {missing[0]!r}")
+            self._terms[key] = built
+            self.terms_setup_s[",".join(names)] = time.perf_counter() - t0
+        return self._terms[key]
+
+    def _fid_reference(self, key: str) -> Any:
+        """Real examples FID compares with: all training data (``fid``), or the retained data (``fid_retain``);
+        for a class-conditional model the latter is the data of the classes it keeps generating."""
+        if key == "fid":
+            return self.data.examples
+        if self.conditional_sampler:
+            keep = torch.nonzero(torch.isin(self.data.labels, torch.tensor(self.kept_classes))).reshape(-1)
+            return self.data.subset(keep)
+        return self.retain_data[0] if isinstance(self.retain_data, tuple) else self.retain_data
 
     def _real_fid(self, key: str) -> ClassifierFID:
         if key not in self._fid:
             if self.classifier is None:
                 raise ConfigError("FID needs a classifier (its features)")
-            examples = self.data.examples if key == "fid" else self.retain_data
-            if isinstance(examples, tuple):
-                examples = examples[0]
+            examples = self._fid_reference(key)
             first = batch_inputs(examples[:1] if isinstance(examples, torch.Tensor) else examples[0])
             if not isinstance(examples, torch.Tensor):
                 first = first.unsqueeze(0)
@@ -225,22 +327,53 @@ class UnlearnSession:
 
     @torch.no_grad()
     def samples(self, model: nn.Module, n: int, seed: int = 0, chunk: int = 5000) -> torch.Tensor:
-        """``n`` samples from inputs fixed by ``seed`` (eval mode)."""
+        """``n`` samples from inputs fixed by ``seed`` (eval mode); a class-conditional model generates the
+        classes it keeps (cycling through them)."""
         sampler = self.bundle.sampler
         if sampler is None:
             raise ConfigError("this model has no sampler")
         g = torch.Generator().manual_seed(20_000 + seed)
-        generate = self._generate(self.targets[0] if self.conditional else None)
+        out = []
         with eval_mode(model):
-            return torch.cat(
-                [generate(model, sampler.draw(min(chunk, n - i), g).to(self.device)) for i in range(0, n, chunk)]
-            )
+            for i in range(0, n, chunk):
+                z = sampler.draw(min(chunk, n - i), g).to(self.device)
+                if self.conditional_sampler:
+                    kept = torch.tensor(self.kept_classes, device=self.device)
+                    labels = kept[torch.arange(i, i + len(z), device=self.device) % len(kept)]
+                    out.append(sampler.generate(model, z, labels=labels))  # type: ignore[call-arg]
+                else:
+                    out.append(sampler.generate(model, z))
+        return torch.cat(out)
 
-    def fid(self, model: nn.Module, n: int, seed: int = 0) -> dict[str, float]:
-        """FID of ``n`` samples (eval mode) against all training examples and against the retained ones."""
+    @torch.no_grad()
+    def class_accuracy(self, model: nn.Module, n_per_class: int, seed: int = 0) -> dict[str, Any]:
+        """For a class-conditional model: per label, the classes the classifier sees in ``n_per_class`` samples
+        from inputs fixed by ``seed`` (identical for every model, so before/after compare sample by sample).
+
+        Returns ``{"accuracy": {label: share classified as that label}, "counts": {label: [count per class]}}``.
+        """
+        sampler = self.bundle.sampler
+        if sampler is None or self.classifier is None or not self.conditional_sampler:
+            raise ConfigError("per-class accuracy needs a class-conditional model with a classifier")
+        accuracy, counts = {}, {}
+        with eval_mode(model):
+            for c in sorted(set(self.data.labels.tolist())):
+                g = torch.Generator().manual_seed(30_000 + 97 * seed + c)
+                z = sampler.draw(n_per_class, g).to(self.device)
+                labels = torch.full((n_per_class,), c, dtype=torch.long, device=self.device)
+                pred = self.classifier(sampler.generate(model, z, labels=labels)).argmax(1).cpu()  # type: ignore[call-arg]
+                cnt = torch.bincount(pred, minlength=self.bundle.num_classes)
+                accuracy[str(c)] = float(cnt[c]) / n_per_class
+                counts[str(c)] = [int(v) for v in cnt]
+        return {"accuracy": accuracy, "counts": counts, "n_per_class": n_per_class}
+
+    def fid(
+        self, model: nn.Module, n: int, seed: int = 0, keys: tuple[str, ...] = ("fid", "fid_retain")
+    ) -> dict[str, float]:
+        """FID of ``n`` samples (eval mode) against all training examples (``fid``) and the retained ones."""
         generated = self.samples(model, n, seed)
         out = {}
-        for key in ("fid", "fid_retain"):
+        for key in keys:
             metric = self._real_fid(key)
             metric.reset()
             metric.update_batches(generated, real=False)
@@ -268,16 +401,20 @@ class UnlearnSession:
         extra_monitors: dict[str, ForgetMonitor] | None = None,
         log_path: str | Path | None = None,
         progress: bool = True,
+        checkpoint: Checkpointing | None = None,
         adapter: AdapterConfig | None = None,
     ) -> tuple[nn.Module, UnlearnResult]:
         """Unlearn with ``config`` (engine) and ``objective`` (terms) on a fresh copy of the original model.
 
-        The monitor defaults to this session's, with inputs fixed by the seed. With an ``adapter`` config of
-        kind ``lora`` the copy is wrapped with peft LoRA and only the adapter trains; the returned model is then
-        the ``peft.PeftModel`` (:mod:`genunlearn.lora`).
+        The monitor defaults to this session's, with inputs fixed by the seed. With ``checkpoint`` the run saves
+        its state periodically and continues from a saved one (:class:`~genunlearn.loop.Checkpointing`). With an
+        ``adapter`` config of kind ``lora`` the copy is wrapped with peft LoRA (initialised from the seed, so a
+        resumed run rebuilds the same adapter) and only the adapter trains; the returned model is then the
+        ``peft.PeftModel`` (:mod:`genunlearn.lora`).
         """
         objective = (objective or ObjectiveConfig()).validate()
         method = METHODS[config.validate().method]
+        check_adapter_method(adapter, config.method)
         adapter_ = adapt(self.fresh_adapter(), adapter, seed=config.seed)
         result = unlearn(
             adapter_,
@@ -287,11 +424,13 @@ class UnlearnSession:
             config,
             hat=self.hat(objective) if method.uses_classifier else None,
             replacement=self.replacement(objective, config.batch_size) if method.uses_replacement else None,
+            terms=self.terms(method.terms, objective, config.batch_size),
             monitor=monitor or self.monitor(config.seed),
             extra_monitors=extra_monitors,
             log_path=log_path,
             progress=progress,
             num_workers=self.data_config.num_workers,
+            checkpoint=checkpoint,
         )
         return adapter_.model.eval(), result
 
@@ -321,6 +460,20 @@ class UnlearnSession:
                 raise DataError(f"the objective returned a loss of shape {tuple(loss.shape)}, expected a scalar")
 
 
+def _inputs(data: Any) -> Any:
+    """The examples of a data set without labels: ``x`` of an ``(x, y)`` pair, else the data itself."""
+    return data[0] if isinstance(data, tuple) else data
+
+
+def check_adapter_method(adapter: AdapterConfig | None, method: str) -> None:
+    """Refuse (one line) a method that cannot train through the adapter: EWC penalises the model's own weights."""
+    if adapter is not None and adapter.enabled and "ewc" in METHODS[method].terms:
+        raise ConfigError(
+            f"method {method!r} penalises changes of the model's own weights (EWC), which a LoRA adapter leaves "
+            "frozen; run it without --adapter"
+        )
+
+
 def _first_two(data: Any, device: torch.device) -> Any:
     from genunlearn.data.batching import to_device
 
@@ -331,43 +484,92 @@ def _first_two(data: Any, device: torch.device) -> Any:
     return to_device(torch.utils.data.default_collate([data[0], data[min(1, len(data) - 1)]]), device)
 
 
-def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and ``model.safetensors``.
+def run_to_dir(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    command: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    checkpoint_every: int = 50,
+) -> dict[str, Any]:
+    """Run one unlearning job and write ``summary.json``, ``config.toml``, ``log.csv`` and the model
+    (``model.safetensors``, the bundle's own format, or with a LoRA adapter ``adapter/``).
 
-    Under torch.distributed (``torchrun``) every rank runs the job data parallel; rank 0 alone measures FID and
-    writes the outputs (the others return the same summary without writing).
+    The output directory is checked first (:func:`~genunlearn.outputs.prepare_run_dir`: writable, and holding no
+    other run unless ``overwrite``). The run saves ``checkpoint.pt`` every ``checkpoint_every`` updates (and on
+    Ctrl-C); ``resume`` continues an unfinished run of the same config from it, with the result of the
+    uninterrupted run. ``summary.json`` is written last and the checkpoint is removed after it.
+
+    Under torch.distributed (``torchrun``) every rank runs the job data parallel; rank 0 alone checks the output
+    directory, measures FID and writes the outputs (the other ranks return the summary without writing). Such
+    runs save no checkpoint, and ``resume`` is refused.
     """
+    record_start()
     cfg.validate()
     world = distributed.default_group_world()
     main = world == 1 or torch.distributed.get_rank() == 0
+    if world > 1:
+        if resume:
+            raise ConfigError("--resume is not supported for data-parallel (torchrun) runs: they save no checkpoint")
+        check_data_parallel(cfg.unlearn.method)
+    check_adapter_method(cfg.adapter, cfg.unlearn.method)
     out = Path(out)
     if (
         cfg.model.checkpoint is not None
         and (out / "model.safetensors").resolve() == Path(cfg.model.checkpoint).resolve()
     ):
         raise ConfigError(f"{out / 'model.safetensors'}: refusing to overwrite the input checkpoint")
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    protected = (cfg.model.checkpoint,) if cfg.model.checkpoint is not None else ()
+    state = distributed.on_main(
+        lambda: prepare_run_dir(out, cfg, resume=resume, overwrite=overwrite, protected=protected)
+    )
+    if state == "complete":
+        return json.loads((out / "summary.json").read_text())
+    ck_path = out / "checkpoint.pt"
+    resumed_from = read_checkpoint(ck_path)["step"] if state == "resume" and ck_path.is_file() else None
     t0 = time.perf_counter()
     session = UnlearnSession(
         cfg.model, cfg.data, cfg.monitor, device=cfg.run.device, loss_reduction=cfg.objective.loss_reduction
     )
     session.check_batch(cfg.objective)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.toml", cfg.to_toml())
     n_fid = cfg.monitor.fid_samples if main else 0
     fid_before = session.fid(session.fresh_model(), n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
-    model, result = session.run(
-        cfg.unlearn, cfg.objective, log_path=out / "log.csv", progress=progress, adapter=cfg.adapter
-    )
+    checkpointing = Checkpointing(ck_path, every=checkpoint_every, resume=state == "resume") if world == 1 else None
+    try:
+        model, result = session.run(
+            cfg.unlearn,
+            cfg.objective,
+            log_path=out / "log.csv",
+            progress=progress,
+            checkpoint=checkpointing,
+            adapter=cfg.adapter,
+        )
+    except KeyboardInterrupt:
+        if checkpointing is None:
+            raise
+        step = read_checkpoint(ck_path)["step"] if ck_path.is_file() else None
+        where = f"the checkpoint of update {step}" if step is not None else "the start (no checkpoint yet)"
+        raise KeyboardInterrupt(f"{out}: interrupted; `--resume` continues from {where}") from None
     fid_after = session.fid(model, n_fid, cfg.unlearn.seed) if n_fid > 0 else {}
-    written = ["adapter/" if cfg.adapter.enabled and not cfg.adapter.merge else "model.safetensors"]
+    written: list[str] = []
     if main:
-        try:
-            written = save_unlearned(
-                model, out, config=cfg.adapter, original=session.fresh_model(), metadata={"run_config": cfg.to_dict()}
-            )
-        except OSError as exc:
-            raise CheckpointError(f"{out}: cannot write the unlearned model ({exc})") from None
+        written = save_unlearned(
+            model,
+            out,
+            config=cfg.adapter,
+            original=session.fresh_model(),
+            metadata={"run_config": cfg.to_dict()},
+            save=session.bundle.save,
+        )
+    inputs = dict(session.bundle.info.get("inputs") or {})
+    if cfg.data.forget_ids is not None:
+        inputs["forget_ids"] = cfg.data.forget_ids
     summary: dict[str, Any] = {
         "method": cfg.unlearn.method,
         "seed": cfg.unlearn.seed,
@@ -380,19 +582,24 @@ def run_to_dir(cfg: RunConfig, out: str | Path, *, progress: bool = True, comman
         "forget": list(session.forget_classes),
         "replace_with": list(session.targets),
         "forget_set_size": int(session.split.forget.numel()),
+        "terms_setup_s": session.terms_setup_s.get(
+            "rep" if METHODS[cfg.unlearn.method].uses_replacement else ",".join(METHODS[cfg.unlearn.method].terms)
+        ),
         "retain_set_size": int(session.split.retain.numel()),
         "config": asdict(cfg.unlearn),
         "objective": asdict(cfg.objective),
         "run_config": cfg.to_dict(),
-        "outputs": written,
+        "outputs": written,  # relative to the run folder
         "data_parallel": (
             {"world_size": world, "backend": str(torch.distributed.get_backend())} if world > 1 else None
         ),
         "command": command,
         "wall_time_s": time.perf_counter() - t0,
+        "resumed_from_update": resumed_from,
         "versions": versions(),
-        "provenance": run_record(cfg.to_dict(), inputs=session.bundle.info.get("inputs")),
+        "provenance": run_record(cfg.to_dict(), inputs=inputs),
     }
     if main:
         atomic_write_json(out / "summary.json", summary)
+        ck_path.unlink(missing_ok=True)  # the run is complete: summary.json marks it
     return summary

@@ -110,10 +110,16 @@ class Alternating(Method):
     def __init__(self) -> None:
         self._first, self._second = self.first(), self.second()
 
+    def _phase(self, ctx: StepContext) -> Method:
+        return self._first if ctx.step % 2 == 0 else self._second
+
     def compute(self, ctx: StepContext) -> StepOutput:
-        out = (self._first if ctx.step % 2 == 0 else self._second).compute(ctx)
+        out = self._phase(ctx).compute(ctx)
         out.logs["phase"] = float(ctx.step % 2)
         return out
+
+    def needs_double_backward(self, ctx: StepContext) -> bool:
+        return self._phase(ctx).needs_double_backward(ctx)
 
 
 @register
@@ -178,6 +184,9 @@ class UNO(Method):
 
     name = "uno"
     summary = "unlearning via orthogonalization: retain loss + beta_o * squared cosine (UNO)"
+
+    def needs_double_backward(self, ctx: StepContext) -> bool:
+        return ctx.hp.beta_o != 0.0
 
     def compute(self, ctx: StepContext) -> StepOutput:
         second_order = ctx.hp.beta_o != 0.0  # with beta_o = 0 the penalty's gradient is exactly zero

@@ -11,6 +11,7 @@ all-reduce of the ranks' shares) and :func:`orthogonality_penalty_grad` the glob
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +20,7 @@ from genunlearn.distributed import current as _data_parallel
 
 Grads = list[torch.Tensor]
 TINY = 1e-30
+_SMALL = 1e-18  # below this a sum of squares may have underflowed (float32 min normal ~1.2e-38)
 
 
 def grad(
@@ -61,28 +63,42 @@ def scale(alpha: torch.Tensor | float, x: Sequence[torch.Tensor]) -> Grads:
     return [alpha * xi for xi in x]
 
 
-def norm(a: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Euclidean norm of a gradient, without overflow for norms beyond ``sqrt(float32 max)`` (~1.8e19).
+def _norm_parts(a: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``(|a|, scale, |a / scale|)``; ``scale`` is ``None`` on the fast path (no rescaling needed)."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(a)))
+    value = float(total.detach())
+    if math.isfinite(value) and value >= _SMALL:
+        return total, None, None
+    big = torch.stack(torch._foreach_norm(a, ord=float("inf"))).max()
+    if not bool(torch.isfinite(big)) or float(big) == 0.0:
+        return total, None, None  # non-finite entries: the caller's finiteness checks report them; zero stays zero
+    scaled = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_div(a, big))))
+    return big * scaled, big, scaled
 
-    The fast path sums the per-tensor norms' squares; only when that overflows (one host sync to find out)
-    is the gradient rescaled by its largest magnitude first.
+
+def norm(a: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Euclidean norm of a gradient, without overflow for norms beyond ``sqrt(float32 max)`` (~1.8e19) and without
+    underflow for norms below ``sqrt(float32 min)`` (~1e-19).
+
+    The fast path sums the per-tensor norms' squares; only when that overflows or is that small (one host sync to
+    find out) is the gradient rescaled by its largest magnitude first. (A norm beyond float32's largest number,
+    ~3.4e38, is ``inf``; :func:`unit`, :func:`cosine` and :func:`project_out` stay exact even then.)
     """
     a = list(a)
     if not a:
         return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(a)))
-    if bool(torch.isfinite(total)):
-        return total
-    big = torch.stack(torch._foreach_norm(a, ord=float("inf"))).max()
-    if not bool(torch.isfinite(big)) or float(big) == 0.0:
-        return total  # non-finite entries: the caller's finiteness checks report them
-    return big * torch.linalg.vector_norm(torch.stack(torch._foreach_norm(torch._foreach_div(a, big))))
+    return _norm_parts(a)[0]
 
 
 def unit(a: Sequence[torch.Tensor]) -> tuple[Grads, torch.Tensor]:
-    """``(a / |a|, |a|)``; the zero gradient stays zero."""
-    n = norm(a)
-    return torch._foreach_div(list(a), n.clamp_min(TINY)), n
+    """``(a / |a|, |a|)``; the zero gradient stays zero (any other has length 1, however small or large its norm)."""
+    a = list(a)
+    if not a:
+        return [], torch.zeros(())
+    n, big, scaled = _norm_parts(a)
+    if big is not None and scaled is not None:  # rescaled: divide twice, never forming the norm itself
+        return torch._foreach_div(torch._foreach_div(a, big), scaled), n
+    return torch._foreach_div(a, torch.where(n > 0, n, torch.ones_like(n))), n
 
 
 def project_out(g: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> Grads:
@@ -95,8 +111,11 @@ def project_out(g: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> Grads
 
 
 def cosine(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Cosine of the angle between two gradients (0 if either is zero), from unit vectors (no overflow)."""
-    return dot(unit(a)[0], unit(b)[0])
+    """Cosine of the angle between two gradients (0 if either is zero), from unit vectors (no overflow).
+
+    Clamped to [-1, 1]: rounding puts the dot product of two float32 unit vectors up to ~4e-7 outside.
+    """
+    return dot(unit(a)[0], unit(b)[0]).clamp(-1.0, 1.0)
 
 
 def all_finite(tensors: Sequence[torch.Tensor]) -> bool:

@@ -3,11 +3,20 @@
 - ``mnist-vae``: the UNO paper's MNIST VAE (bundled weights, or ``--checkpoint``) on MNIST or any IDX dataset
   (``--dataset NAME --data-dir DIR``; then ``--checkpoint`` and ``--classifier-checkpoint`` must be models
   trained on that dataset with ``genunlearn train vae|classifier --dataset NAME``).
+- ``celeba64-vae``: the CelebA 64x64 face VAE (weights from the cache or ``--checkpoint``) for *feature*
+  unlearning: ``--forget-attr Male`` (or several, ``--attr-mode any|all``) makes the faces with the feature
+  class 1; the monitor's classifier is the attribute classifier reduced to "has the feature" (factory options
+  ``framing``, ``cache_images``).
+- ``mnist-dit``: the class-conditional MNIST DiT (bundled weights or ``--checkpoint``) with the denoising
+  objective over its DDPM schedule, its classifier-free-guided sampler (factory options ``sampler_steps``,
+  ``guidance_scale``, ``sampler``, ``gradient_checkpointing``) and the MNIST classifier; batches carry labels.
 """
 
 from __future__ import annotations
 
 import copy
+
+import torch
 
 from genunlearn.errors import ConfigError
 from genunlearn.models.bundle import BuildContext, LatentSampler, ModelBundle, TrainingData, register_bundle
@@ -16,10 +25,16 @@ from genunlearn.models.registry import bundled_weights, load_model
 from genunlearn.objectives.vae import VAEObjective
 
 
+def _no_attributes(context: BuildContext, name: str) -> None:
+    if context.forget_attr:
+        raise ConfigError(f"--forget-attr selects features of attribute datasets (celeba64), not of {name}")
+
+
 def mnist_vae(context: BuildContext) -> ModelBundle:
     """The MNIST VAE with its training data and classifier (see the module docstring)."""
     from genunlearn.data import load_dataset
 
+    _no_attributes(context, "mnist-vae")
     dataset = context.dataset or "mnist"
     if dataset != "mnist" and (context.checkpoint is None or context.classifier_checkpoint is None):
         raise ConfigError(
@@ -28,7 +43,7 @@ def mnist_vae(context: BuildContext) -> ModelBundle:
         )
     train = load_dataset(dataset, "train", context.data_dir)
     images = train.flat_float().to(context.device)
-    vae = load_model("mnist-vae", context.checkpoint, device=context.device)
+    vae = load_model("mnist-vae", context.checkpoint, device=context.device, allow_pickle=context.allow_pickle)
     if not isinstance(vae, MNISTVAE):
         raise ConfigError("mnist-vae checkpoint did not produce an MNISTVAE")
     if images.shape[1] != vae.image_size:
@@ -37,7 +52,11 @@ def mnist_vae(context: BuildContext) -> ModelBundle:
             "train a VAE on this dataset (genunlearn train vae --dataset ...)"
         )
     classifier = load_model(
-        "mnist-classifier", context.classifier_checkpoint, device=context.device, use_bn=context.classifier_bn
+        "mnist-classifier",
+        context.classifier_checkpoint,
+        device=context.device,
+        use_bn=context.classifier_bn,
+        allow_pickle=context.allow_pickle,
     )
     if classifier.fc1.in_features != images.shape[1]:
         raise ConfigError(
@@ -66,3 +85,160 @@ def mnist_vae(context: BuildContext) -> ModelBundle:
 
 
 register_bundle("mnist-vae", mnist_vae)
+
+
+def _mnist_images_and_classifier(context: BuildContext, model_name: str):
+    from genunlearn.data import load_dataset
+
+    dataset = context.dataset or "mnist"
+    if dataset != "mnist" and (context.checkpoint is None or context.classifier_checkpoint is None):
+        raise ConfigError(
+            f"--dataset {dataset}: pass --checkpoint and --classifier-checkpoint trained on it "
+            f"(genunlearn train {model_name.split('-')[-1]} --dataset {dataset} ...; "
+            f"genunlearn train classifier --dataset {dataset} ...)"
+        )
+    train = load_dataset(dataset, "train", context.data_dir)
+    classifier = load_model(
+        "mnist-classifier", context.classifier_checkpoint, device=context.device, use_bn=context.classifier_bn
+    )
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    return dataset, train, classifier
+
+
+def mnist_dit(
+    context: BuildContext,
+    *,
+    sampler_steps: int = 20,
+    guidance_scale: float = 2.0,
+    sampler: str = "ddim",
+    gradient_checkpointing: bool = False,
+) -> ModelBundle:
+    """The class-conditional MNIST DiT with its training data, sampler and classifier (module docstring).
+
+    ``gradient_checkpointing``: recompute the transformer blocks' activations in the backward pass (diffusers'
+    non-reentrant checkpointing; S, UNO and UNO-FD give bit-identical directions with it, tested).
+    """
+    from genunlearn.models.bundle import ConditionalDiffusionSampler
+    from genunlearn.models.mnist_dit import SAMPLERS, MnistDiT, sample
+    from genunlearn.objectives.diffusion import DiffusionObjective
+
+    _no_attributes(context, "mnist-dit")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    if sampler_steps < 1:
+        raise ConfigError(f"sampler_steps must be >= 1, got {sampler_steps}")
+    dataset, train, classifier = _mnist_images_and_classifier(context, "mnist-dit")
+    dit = load_model("mnist-dit", context.checkpoint, device=context.device)
+    if not isinstance(dit, MnistDiT):
+        raise ConfigError("mnist-dit checkpoint did not produce an MnistDiT")
+    if gradient_checkpointing:
+        dit.transformer.enable_gradient_checkpointing()
+    c, side = dit.in_channels, dit.sample_size
+    if tuple(train.images.shape[1:]) != (side, side) or c != 1:
+        raise ConfigError(f"{dataset} images are {tuple(train.images.shape[1:])}, the DiT makes {c}x{side}x{side}")
+    images = train.images.float().div_(255.0).unsqueeze(1).to(context.device)
+    objective = DiffusionObjective(
+        dit.make_scheduler(),
+        prediction="epsilon",
+        reduction=context.loss_reduction,
+        null_label=dit.null_label,
+        preprocess=lambda x: x.reshape(x.shape[0], c, side, side) * 2.0 - 1.0,
+    )
+    original = copy.deepcopy(dit).eval()
+    return ModelBundle(
+        model=dit,
+        objective=objective,
+        conditional_loss=objective.conditional,
+        sampler=ConditionalDiffusionSampler(
+            shape=(c, side, side),
+            sample=lambda m, y, z: sample(m, y, z, steps=sampler_steps, guidance_scale=guidance_scale, sampler=sampler),
+            default_label=dit.null_label,
+        ),
+        classifier=classifier,
+        num_classes=dit.num_classes,
+        data=TrainingData(images, train.labels, name=dataset),
+        labelled=True,
+        description=(
+            f"MNIST DiT ({'bundled' if context.checkpoint is None else context.checkpoint}) on {dataset}; "
+            f"{sampler} {sampler_steps} steps, guidance {guidance_scale}"
+        ),
+        load_fresh=lambda: copy.deepcopy(original),
+        info={
+            "inputs": {
+                "dit": str(context.checkpoint or bundled_weights("mnist-dit")),
+                "classifier": str(context.classifier_checkpoint or bundled_weights("mnist-classifier")),
+            },
+            "sampler": {"sampler": sampler, "steps": sampler_steps, "guidance_scale": guidance_scale},
+        },
+    )
+
+
+register_bundle("mnist-dit", mnist_dit)
+
+
+class AttributeDetector(torch.nn.Module):
+    """A multi-label attribute classifier reduced to two classes, "without" (0) and "with" (1) the feature.
+
+    The logit of the feature is the largest (``how="any"``) or smallest (``"all"``) of the attributes' logits,
+    so ``softmax([0, s])[1] = sigmoid(s)`` is the classifier's probability of the feature (for one attribute)
+    and ``argmax`` says whether it sees it. ``features`` are the classifier's (for FID).
+    """
+
+    def __init__(self, classifier: torch.nn.Module, indices: list[int], how: str = "any") -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.register_buffer("indices", torch.tensor(indices, dtype=torch.long), persistent=False)
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(x)[:, self.indices]
+        s = logits.max(1).values if self.how == "any" else logits.min(1).values
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x)  # type: ignore[operator]
+
+
+def celeba64_vae(context: BuildContext, *, framing: str = "aligned", cache_images: bool = False) -> ModelBundle:
+    """The CelebA face VAE for feature unlearning (see the module docstring)."""
+    from genunlearn.data.celeba import CelebA64
+
+    if context.dataset not in (None, "celeba64"):
+        raise ConfigError(f"celeba64-vae is trained on celeba64, not {context.dataset}")
+    if not context.forget_attr:
+        raise ConfigError("celeba64-vae unlearns features: name them with --forget-attr (e.g. Male)")
+    faces = CelebA64(context.data_dir, split="train", framing=framing, cache=cache_images)  # type: ignore[arg-type]
+    labels = faces.forget_mask(list(context.forget_attr), context.attr_mode).long()  # type: ignore[arg-type]
+    vae = load_model("celeba64-vae", context.checkpoint, device=context.device)
+    clf = load_model("celeba64-classifier", context.classifier_checkpoint, device=context.device)
+    for p in clf.parameters():
+        p.requires_grad_(False)
+    detector = AttributeDetector(clf, [faces.attribute_index(a) for a in context.forget_attr], context.attr_mode)
+    original = copy.deepcopy(vae).eval()
+    feature = ("|" if context.attr_mode == "any" else "&").join(context.forget_attr)
+    from genunlearn.models.registry import cached_weights
+
+    return ModelBundle(
+        model=vae,
+        objective=VAEObjective("mse", context.loss_reduction),
+        sampler=LatentSampler((vae.latent_dim,)),
+        classifier=detector.to(context.device).eval(),
+        num_classes=2,
+        data=TrainingData(faces, labels, name=f"celeba64 ({framing}, train split)"),
+        replacement_likelihood="mse",
+        description=f"CelebA 64x64 VAE, forget {feature}",
+        load_fresh=lambda: copy.deepcopy(original),
+        info={
+            "inputs": {
+                "vae": str(context.checkpoint or cached_weights("celeba64-vae")),
+                "classifier": str(context.classifier_checkpoint or cached_weights("celeba64-classifier")),
+            },
+            "attribute_classifier": clf,
+            "attribute_names": faces.attribute_names,
+            "dataset": faces,
+        },
+    )
+
+
+register_bundle("celeba64-vae", celeba64_vae)

@@ -8,7 +8,8 @@ replacement. ``genunlearn unlearn --model NAME`` finds the factory (:func:`resol
 - a registered model name (``genunlearn models``: ``mnist-vae`` ...);
 - ``module.path:function`` — a Python callable in an importable module or a ``.py`` file in the working
   directory (``my_model:factory`` for ``./my_model.py``);
-- the name of an entry point in the group ``genunlearn.models`` of an installed package.
+- the name of an entry point in the group ``genunlearn.models`` of an installed package;
+- ``diffusers:<folder>`` — a diffusers ``DiTPipeline`` saved locally (:mod:`genunlearn.models.diffusers_dit`).
 
 The factory is called with the ``[model.options]`` table of the run's config as keyword arguments, plus
 ``context=`` (:class:`BuildContext`: device, checkpoint, data and objective options) if it accepts a
@@ -39,7 +40,11 @@ ENTRY_POINT_GROUP = "genunlearn.models"
 
 
 class Sampler(Protocol):
-    """Draws fixed generator inputs and generates samples from them (for monitors, FID, the hat term)."""
+    """Draws fixed generator inputs and generates samples from them (for monitors, FID, the hat term).
+
+    A class-conditional sampler's ``generate`` also takes ``labels=`` and has ``conditional = True`` (when the
+    attribute is missing, genunlearn treats the sampler as conditional in ``--replace-with`` runs only).
+    """
 
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` generator inputs (latents, initial noise) on the CPU, from ``generator``."""
@@ -62,11 +67,38 @@ class LatentSampler:
     latent_shape: tuple[int, ...]
     decode: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
-    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+    def draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randn(n, *self.latent_shape, generator=generator)
 
     def generate(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         return self.decode(model, inputs) if self.decode is not None else model.decode(inputs)  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class ConditionalDiffusionSampler:
+    """A class-conditional diffusion model's sampler: initial noise of ``shape``, ``sample(model, labels, noise)``.
+
+    Attributes:
+        shape: shape of one initial noise tensor (``(1, 28, 28)`` for the MNIST DiT).
+        sample: ``sample(model, labels, noise) -> images`` (in the classifier's input format).
+        default_label: the label used when none is given (the null label: unconditional samples).
+        differentiable: whether gradients flow through ``sample`` (a many-step sampler under ``no_grad``
+            does not: classifier-assisted methods then refuse this model).
+    """
+
+    shape: tuple[int, ...]
+    sample: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    default_label: int = 0
+    differentiable: bool = False
+    conditional: bool = True
+
+    def draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn(n, *self.shape, generator=generator)
+
+    def generate(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is None:
+            labels = torch.full((len(inputs),), self.default_label, dtype=torch.long, device=inputs.device)
+        return self.sample(model, labels, inputs)
 
 
 @dataclass
@@ -107,10 +139,16 @@ class ModelBundle:
         data: the training data, when the model brings its own (else ``--dataset`` names it).
         replacement_likelihood: for ``rep``: the VAE likelihood if ``model`` follows the VAE contract
             (``encode``, ``decode``/``decode_logits``); ``None``: ``rep`` is not available.
+        labelled: batches carry labels ``(x, y)`` also in class unlearning (a class-conditional objective).
         description: one line for records.
         load_fresh: returns a new copy of the original model (default: a deep copy of the first one).
+        save: writes an unlearned model into the output folder in the model's own format (e.g. a diffusers
+            transformer folder) and returns the paths written; default: ``model.safetensors``.
         info: free-form facts for records; ``info["inputs"]`` (name -> file path) lists the weight files read,
             recorded with their sha256 in every run's provenance.
+        peer_terms: optional ``peer_terms(names, objective_config, batch_size) -> {name: term}``: the peer
+            methods' extra terms (:data:`genunlearn.methods.TERMS`) for a model that is neither a VAE nor
+            trained with a ``DiffusionObjective`` (or to replace genunlearn's versions).
     """
 
     model: nn.Module | ModelAdapter
@@ -121,9 +159,12 @@ class ModelBundle:
     num_classes: int = 10
     data: TrainingData | None = None
     replacement_likelihood: str | None = None
+    labelled: bool = False
     description: str = ""
     load_fresh: Callable[[], nn.Module | ModelAdapter] | None = None
+    save: Callable[[nn.Module, Path], list[Path]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    peer_terms: Callable[..., Any] | None = None
 
     @property
     def adapter(self) -> ModelAdapter:
@@ -141,6 +182,10 @@ class BuildContext:
         loss_reduction: ``"sum"`` or ``"mean"``: the objective's reduction over the batch.
         dataset, data_dir: ``[data]`` options (a factory may use them to build its data).
         classifier_checkpoint, classifier_bn: ``[monitor]`` options for the classifier.
+        forget_attr, attr_mode: ``[data]`` feature selection for attribute datasets (the factory turns it into
+            labels: 1 = has the feature, 0 = not).
+        allow_pickle: the user trusts checkpoints that need full unpickling (``--allow-pickle``); pass it to
+            :func:`~genunlearn.checkpoints.load_state` / :func:`~genunlearn.models.load_model`.
     """
 
     device: torch.device
@@ -150,6 +195,9 @@ class BuildContext:
     data_dir: str | None = None
     classifier_checkpoint: str | None = None
     classifier_bn: bool | None = None
+    forget_attr: tuple[str, ...] = ()
+    attr_mode: str = "any"
+    allow_pickle: bool = False
 
 
 Factory = Callable[..., ModelBundle]
@@ -183,7 +231,13 @@ def resolve_factory(name: str) -> Factory:
     _load_builtins()
     if name in _BUILTIN:
         return _BUILTIN[name]
-    if ":" in name and not name.startswith("diffusers:"):
+    if name.startswith("diffusers:"):
+        import functools
+
+        from genunlearn.models.diffusers_dit import diffusers_dit
+
+        return functools.partial(diffusers_dit, path=name.partition(":")[2])
+    if ":" in name:
         module_name, _, attr = name.partition(":")
         cwd = os.getcwd()
         if cwd not in sys.path:

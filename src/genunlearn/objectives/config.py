@@ -24,6 +24,10 @@ class ObjectiveConfig:
         alpha: threshold of eq. 9 (``bernoulli`` only).
         hat_samples: samples generated per step for the hat term (paper: N_g = B).
         replace_neighbors: ``rep``: retained neighbours per forget example (targets of ``L_rep``).
+        fisher_samples: ``amnesia``: samples of the original model the EWC Fisher is estimated from.
+        guidance: ``esd``: the negative guidance scale (ESD: 1).
+        siss_mixture: ``siss``: probability of noising the forget example of a pair (SISS: 0.5).
+        siss_forget_scale: ``siss``: weight of the subtracted forget term (1: the exact retain loss).
     """
 
     loss_reduction: str = "sum"
@@ -31,6 +35,10 @@ class ObjectiveConfig:
     alpha: float = 1e-8
     hat_samples: int = 128
     replace_neighbors: int = 1
+    fisher_samples: int = 500
+    guidance: float = 1.0
+    siss_mixture: float = 0.5
+    siss_forget_scale: float = 1.0
 
     def validate(self) -> ObjectiveConfig:
         """Check every field; raises :class:`ConfigError` with one line."""
@@ -43,4 +51,10 @@ class ObjectiveConfig:
             raise ConfigError(f"hat samples must be >= 1, got {self.hat_samples}")
         if self.replace_neighbors < 1:
             raise ConfigError(f"replace_neighbors must be >= 1, got {self.replace_neighbors}")
+        if self.fisher_samples < 1:
+            raise ConfigError(f"fisher_samples must be >= 1, got {self.fisher_samples}")
+        if not 0 < self.siss_mixture < 1:
+            raise ConfigError(f"siss_mixture must lie in (0, 1), got {self.siss_mixture}")
+        if self.guidance < 0 or self.siss_forget_scale < 0:
+            raise ConfigError("guidance and siss_forget_scale must be >= 0")
         return self

@@ -1,0 +1,393 @@
+"""``genunlearn bench mnist-dit``: the paper's conditional replacement experiment (section 4.4) on the MNIST DiT.
+
+The paper replaces ImageNet class 207 by 208 in DiT-XL/2 (100 updates, batch 10, lr 1e-4, beta_o 2e-2; S, UNO,
+UNO-S). Here the class-conditional MNIST DiT (bundled, ``mnist-dit``) replaces digit ``forget`` by ``target``
+with every applicable method of the engine, over seeds, and measures what a user asks:
+
+- how many updates and seconds of compute until samples generated with the forget label are no longer
+  classified as the forget class (monitor: ``monitor_samples`` fixed initial noises per seed, read every
+  ``monitor_every`` updates, Wilson intervals), and what share of them now look like the target;
+- whether the *other* classes still generate themselves: per-class accuracy before and after from identical
+  noises (the collateral damage), and FID (classifier features) of the kept classes' samples;
+- time per step (compute only) and, once per method, the peak memory of live tensors in one step.
+
+Outputs in ``--out``: ``table.md``/``table.csv``, ``results.json`` (aggregates, per-class accuracies, provenance),
+``runs/<method>/seed<k>.json`` (compact per-seed records with curves), ``figures/`` (before/after grids from
+identical noise and labels = paper figure 4, per-class accuracy bars, the forget label's class histogram,
+forget-fraction curves). Resumable like the MNIST bench.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from genunlearn.checkpoints import atomic_write_csv, atomic_write_text, load_into, save_weights
+from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
+from genunlearn.errors import ConfigError
+from genunlearn.eval.memory import peak_live_tensor_bytes
+from genunlearn.eval.monitor import wilson_interval
+from genunlearn.experiments.bench import first_below, held_below, stays_below
+from genunlearn.experiments.records import dumps_compact, read_seed_record, write_seed_record
+from genunlearn.experiments.session import UnlearnSession
+from genunlearn.loop import UnlearnConfig
+from genunlearn.methods import METHODS, StepContext
+from genunlearn.objectives import ObjectiveConfig
+from genunlearn.provenance import record_start, run_record, summarise_provenance
+
+#: The methods of the DiT bench: the paper's three, genunlearn's approximate UNO, the ascent baselines, and plain
+#: replacement fine-tuning (descent on L^R of eq. 4 alone: what orthogonalisation must beat).
+DIT_METHODS: dict[str, str] = {
+    "s": "Gradient surgery (S)",
+    "uno": "UNO",
+    "uno-s": "UNO-S",
+    "uno-fd": "UNO-FD (finite-difference HVPs, genunlearn)",
+    "a": "Gradient ascent (A)",
+    "sa": "Surgery ascent (SA)",
+    "d": "Replacement fine-tuning (descent on L^R)",
+}
+
+
+@dataclass(frozen=True)
+class DiTBenchSettings:
+    """Settings of the DiT bench (defaults: the paper's Table 2 ImageNet row where it has one).
+
+    Attributes:
+        seeds: number of seeds (0..seeds-1).
+        steps: updates per run (paper: K = 100).
+        lr: learning rate (paper: 1e-4).
+        batch_size: retain (target) and forget batch size (paper: 10).
+        beta_o: orthogonality weight (paper: 2e-2 for the DiT).
+        loss_reduction: the denoising loss's reduction (the reference code's DiT loss is a mean).
+        forget, target: replace digit ``forget`` by digit ``target``.
+        threshold: forget fraction that counts as replaced (paper: 0.02).
+        monitor_samples: fixed initial noises of the monitor (generated with the forget label).
+        monitor_every: updates between monitor readings.
+        sampler_steps, guidance_scale, sampler: the monitor's and the measures' sampler.
+        class_samples: samples per class for per-class accuracy before/after (identical noises).
+        fid_samples: samples of the kept classes for FID after each run (0: skip).
+        grid_per_class: samples per class in the before/after grids (seed 0).
+        measure_memory: measure each method's peak live-tensor memory in one step (the CPU profiler is slow).
+    """
+
+    seeds: int = 3
+    steps: int = 100
+    lr: float = 1e-4
+    batch_size: int = 10
+    beta_o: float = 2e-2
+    loss_reduction: str = "mean"
+    forget: int = 1
+    target: int = 7
+    threshold: float = 0.02
+    monitor_samples: int = 200
+    monitor_every: int = 5
+    sampler_steps: int = 20
+    guidance_scale: float = 2.0
+    sampler: str = "ddim"
+    class_samples: int = 100
+    fid_samples: int = 1000
+    grid_per_class: int = 6
+    measure_memory: bool = True
+
+    @classmethod
+    def quick(cls) -> DiTBenchSettings:
+        """A smoke-test setting (minutes on a CPU with the bundled DiT)."""
+        return cls(
+            seeds=1,
+            steps=4,
+            monitor_samples=16,
+            monitor_every=2,
+            sampler_steps=4,
+            class_samples=8,
+            fid_samples=64,
+            measure_memory=False,
+        )
+
+
+def make_session(settings: DiTBenchSettings, checkpoint: str | None, device: str = "auto") -> UnlearnSession:
+    """The replacement session (digit ``forget`` -> ``target``) with the bench's sampler settings."""
+    options = {
+        "sampler_steps": settings.sampler_steps,
+        "guidance_scale": settings.guidance_scale,
+        "sampler": settings.sampler,
+    }
+    return UnlearnSession(
+        ModelConfig(name="mnist-dit", checkpoint=checkpoint, options=options),
+        DataConfig(forget=(settings.forget,), replace_with=(settings.target,)),
+        MonitorConfig(samples=settings.monitor_samples),
+        device=device,
+        loss_reduction=settings.loss_reduction,
+    )
+
+
+def _config(method: str, s: DiTBenchSettings, seed: int) -> UnlearnConfig:
+    return UnlearnConfig(
+        method=method,
+        steps=s.steps,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        beta_o=s.beta_o,
+        stop_at=s.threshold,
+        early_stop=False,
+        seed=seed,
+        monitor_every=s.monitor_every,
+    ).validate()
+
+
+def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
+    """One (method, seed): the JSON-able record and the model."""
+    cfg = _config(method, s, seed)
+    objective = ObjectiveConfig(loss_reduction=s.loss_reduction)
+    monitor = session.monitor(seed)
+    model, result = session.run(cfg, objective, monitor=monitor, progress=False)
+    log = result.log
+    ff = [row.get("forget_fraction", math.nan) for row in log]
+    times = [row["compute_time_s"] for row in log]
+    final = monitor.measure(model)
+    monitored = [v for v in ff if not math.isnan(v)]
+    every = s.monitor_every
+
+    def update_of(reading: int | None) -> int | None:
+        return None if reading is None else reading * every
+
+    first_r, stay_r = first_below(monitored, s.threshold), stays_below(monitored, s.threshold)
+    u = update_of(first_r)
+    record = {
+        "method": method,
+        "label": DIT_METHODS.get(method, method),
+        "seed": seed,
+        "status": result.status,
+        "steps_run": result.steps_run,
+        "updates_to_unlearn": u,
+        "time_to_unlearn_s": None if u is None else times[u],
+        "updates_to_stay": update_of(stay_r),
+        "held": held_below(monitored, s.threshold, max(1, 20 // every)),
+        "time_per_step_s": result.time_per_step_s,
+        "time_per_step_mean_s": result.time_per_step_mean_s,
+        "time_per_phase_s": result.time_per_phase_s,
+        "forget_fraction_initial": ff[0],
+        "forget_fraction_final": final.fraction,
+        "forget_fraction_final_ci": [final.ci_low, final.ci_high],
+        "target_share_final": final.class_counts[s.target] / final.n,
+        "class_counts_final": list(final.class_counts),
+        "class_accuracy_final": session.class_accuracy(model, s.class_samples, seed=0),
+        "fid_kept_final": session.fid(model, s.fid_samples, seed)["fid_retain"] if s.fid_samples else None,
+        "curve": {"forget_fraction": ff, "compute_time_s": times},
+        "config": asdict(cfg),
+        "objective": asdict(objective),
+        "provenance": run_record({"method": method, "settings": asdict(s)}, inputs=session.bundle.info.get("inputs")),
+    }
+    return record, model
+
+
+def step_memory(session: UnlearnSession, method: str, s: DiTBenchSettings) -> int:
+    """Peak bytes of live tensors in one step of ``method`` (the update direction computed, not applied)."""
+    from genunlearn.adapters import as_adapter
+    from genunlearn.data.batching import infinite_batches, stream_generators
+    from genunlearn.loop import attention_kernels
+
+    adapter = as_adapter(session.fresh_adapter())
+    model = adapter.model
+    params = adapter.trainable_parameters()
+    cfg = _config(method, s, 0)
+    task = session.task(ObjectiveConfig(loss_reduction=s.loss_reduction))
+    g_r, g_f = stream_generators(0)
+    xr = next(infinite_batches(session.retain_data, s.batch_size, g_r, device=session.device))
+    xf = next(infinite_batches(session.forget_data, s.batch_size, g_f, device=session.device))
+    m = METHODS[method]()
+    ctx = StepContext(
+        params=params,
+        retain_loss=lambda: task.retain_loss(model, xr),
+        forget_loss=lambda: task.forget_loss(model, xf),
+        hp=cfg.method_params,
+        buffers=list(model.buffers()),
+    )
+
+    def step():
+        with adapter.step_modes(), attention_kernels(m.needs_double_backward(ctx)):
+            return m.compute(ctx).direction
+
+    return peak_live_tensor_bytes(step, session.device)
+
+
+def _ms(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _f(ms: tuple[float | None, float | None], spec: str = ".3f", scale: float = 1.0) -> str:
+    m, sd = ms
+    return "—" if m is None else f"{m * scale:{spec}} ({(sd or 0.0) * scale:{spec}})"
+
+
+def aggregate(records: dict[str, list[dict]], original: dict[str, Any], memory: dict[str, int]) -> list[dict]:
+    """Per-method means and standard deviations over seeds (updates and times over the seeds that reached)."""
+    rows = []
+    for method in records:
+        recs = records[method]
+        reached = [r for r in recs if r["updates_to_unlearn"] is not None]
+        kept = [str(c) for c in original["kept_classes"] if c != original["target"]]
+        acc_other = [statistics.fmean(r["class_accuracy_final"]["accuracy"][c] for c in kept) for r in recs]
+        acc_target = [r["class_accuracy_final"]["accuracy"][str(original["target"])] for r in recs]
+        rows.append(
+            {
+                "method": method,
+                "label": recs[0]["label"],
+                "seeds": len(recs),
+                "reached": len(reached),
+                "held": sum(r["held"] is True for r in recs),
+                "updates_to_unlearn": _ms([r["updates_to_unlearn"] for r in reached]),
+                "time_to_unlearn_s": _ms([r["time_to_unlearn_s"] for r in reached]),
+                "forget_fraction_final": _ms([r["forget_fraction_final"] for r in recs]),
+                "target_share_final": _ms([r["target_share_final"] for r in recs]),
+                "accuracy_other_classes": _ms(acc_other),
+                "accuracy_target": _ms(acc_target),
+                "fid_kept": _ms([r["fid_kept_final"] for r in recs]),
+                "time_per_step_s": _ms([r["time_per_step_s"] for r in recs]),
+                "peak_memory_mib": memory.get(method, 0) / 2**20 if memory.get(method) else None,
+                "per_seed_updates": [r["updates_to_unlearn"] for r in recs],
+            }
+        )
+    return rows
+
+
+def render_table(rows: list[dict], original: dict[str, Any], s: DiTBenchSettings, title: str) -> str:
+    """Markdown: one row per method (mean (std) over seeds)."""
+    f, t = original["forget"], original["target"]
+    lo, hi = original["forget_fraction_ci"]
+    out = [
+        f"# {title}",
+        "",
+        f"Original model: samples with label {f} classified as {f}: {original['forget_fraction']:.3f} "
+        f"(95% CI {lo:.3f}-{hi:.3f}, {original['monitor_n']} samples, seed 0's noises); as {t}: "
+        f"{original['target_share']:.3f}. Per-class accuracy of the other classes "
+        f"{original['accuracy_other_classes']:.3f}, of class {t} {original['accuracy_target']:.3f} "
+        f"({s.class_samples} samples per class); FID of the kept classes' samples "
+        f"{_opt(original.get('fid_kept'), '.2f')} ({s.fid_samples} samples, classifier features). "
+        f"{s.seeds} seeds, K = {s.steps} updates, batch {s.batch_size}, lr {s.lr:g}, beta_o {s.beta_o:g}, "
+        f"{s.loss_reduction} loss; monitor: {s.monitor_samples} noises per seed, read every {s.monitor_every} "
+        f"updates; sampler {s.sampler} {s.sampler_steps} steps, guidance {s.guidance_scale:g}. Mean (std) over "
+        "seeds; updates and time over the seeds that reached the threshold. Held: below the threshold for the "
+        "next 20 updates after first reaching it. Memory: live tensors of one step (profiler), one measurement.",
+        "",
+        f"| method | updates to < {s.threshold:g} | time to unlearn (s) | reached · held | {f} -> {f} after "
+        f"| {f} -> {t} after | accuracy, other classes | accuracy, class {t} | FID kept classes "
+        "| time per step (ms) | peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mem = "—" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.1f}"
+        out.append(
+            f"| {r['label']} | {_f(r['updates_to_unlearn'], '.1f')} | {_f(r['time_to_unlearn_s'], '.2f')} "
+            f"| {r['reached']}/{r['seeds']} · {r['held']}/{r['seeds']} | {_f(r['forget_fraction_final'])} "
+            f"| {_f(r['target_share_final'])} | {_f(r['accuracy_other_classes'])} | {_f(r['accuracy_target'])} "
+            f"| {_f(r['fid_kept'], '.2f')} | {_f(r['time_per_step_s'], '.0f', 1e3)} | {mem} |"
+        )
+    return "\n".join(out)
+
+
+def _opt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def run_dit_bench(
+    out: str | Path,
+    *,
+    settings: DiTBenchSettings,
+    checkpoint: str | None = None,
+    methods: list[str] | None = None,
+    device: str = "auto",
+    title: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) the DiT bench and write tables, JSON, per-seed records and figures into ``out``."""
+    from genunlearn.experiments import dit_figures
+
+    chosen = methods or list(DIT_METHODS)
+    bad = [m for m in chosen if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown methods {bad}")
+    record_start()
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    s = settings
+    title = title or f"MNIST DiT: replace digit {s.forget} by {s.target}"
+    session = make_session(s, checkpoint, device)
+    original_model = session.fresh_model()
+    mon0 = session.monitor(0)
+    reading = mon0.measure(original_model)
+    acc0 = session.class_accuracy(original_model, s.class_samples, seed=0)
+    kept = [str(c) for c in session.kept_classes if c != s.target]
+    original = {
+        "forget": s.forget,
+        "target": s.target,
+        "kept_classes": list(session.kept_classes),
+        "forget_fraction": reading.fraction,
+        "forget_fraction_ci": list(wilson_interval(reading.count, reading.n)),
+        "monitor_n": reading.n,
+        "target_share": reading.class_counts[s.target] / reading.n,
+        "class_counts": list(reading.class_counts),
+        "class_accuracy": acc0,
+        "accuracy_other_classes": statistics.fmean(acc0["accuracy"][c] for c in kept),
+        "accuracy_target": acc0["accuracy"][str(s.target)],
+        "fid_kept": session.fid(original_model, s.fid_samples, 0)["fid_retain"] if s.fid_samples else None,
+    }
+    memory = {m: step_memory(session, m, s) for m in chosen} if s.measure_memory else {}
+    records: dict[str, list[dict]] = {}
+    models_seed0: dict[str, Any] = {}
+    jobs = [(m, seed) for m in chosen for seed in range(s.seeds)]
+    t0 = time.perf_counter()
+    for method, seed in tqdm(jobs, desc="bench mnist-dit", disable=not progress):
+        path = out / "runs" / method / f"seed{seed}.json"
+        if path.is_file():
+            rec = read_seed_record(path)
+        else:
+            rec, model = run_one(session, method, s, seed)
+            write_seed_record(path, rec, {"forget_fraction": s.monitor_samples})
+            if seed == 0:
+                save_weights(model, path.with_suffix(".safetensors"))
+        if seed == 0 and path.with_suffix(".safetensors").is_file():
+            models_seed0[method] = load_into(session.fresh_model(), path.with_suffix(".safetensors")).eval()
+        records.setdefault(method, []).append(rec)
+    rows = aggregate(records, original, memory)
+    table = render_table(rows, original, s, title)
+    atomic_write_text(out / "table.md", table + "\n")
+    atomic_write_csv(
+        out / "table.csv",
+        [{k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items() if k != "per_seed_updates"} for r in rows],
+    )
+    atomic_write_text(
+        out / "results.json",
+        dumps_compact(
+            {
+                "title": title,
+                "settings": asdict(s),
+                "checkpoint": checkpoint,
+                "original": original,
+                "peak_memory_bytes": memory,
+                "rows": rows,
+                "wall_time_this_session_s": time.perf_counter() - t0,
+                "provenance": run_record(
+                    {"title": title, "methods": chosen, "settings": asdict(s), "checkpoint": checkpoint},
+                    inputs=session.bundle.info.get("inputs"),
+                ),
+                "run_provenance": summarise_provenance([r.get("provenance") for rs in records.values() for r in rs]),
+            }
+        ),
+    )
+    dit_figures.make_all(out / "figures", session, records, original, models_seed0, s)
+    return {"rows": rows, "original": original, "table": table}
+
+
+def quick_settings(**overrides: Any) -> DiTBenchSettings:
+    """``DiTBenchSettings.quick()`` with overrides (for the CLI's --quick)."""
+    return replace(DiTBenchSettings.quick(), **overrides)

@@ -1,0 +1,155 @@
+"""Conditional replacement unlearning on the MNIST DiT through the general engine (issue 12), on a tiny DiT."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from genunlearn.checkpoints import save_weights
+from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
+from genunlearn.errors import ConfigError
+from genunlearn.experiments.session import UnlearnSession
+from genunlearn.loop import UnlearnConfig
+from genunlearn.models.mnist_dit import MnistDiT
+from genunlearn.objectives import ObjectiveConfig
+from tests.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def tiny_dit(tmp_path_factory):
+    torch.manual_seed(0)
+    dit = MnistDiT(num_layers=1, num_attention_heads=2, attention_head_dim=8)
+    with torch.no_grad():  # adaLN-Zero starts as the identity: give the blocks something to differentiate
+        for p in dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("dit") / "tiny.safetensors"
+    save_weights(dit, path, metadata={"build_options": asdict(dit.config)})
+    return path
+
+
+def _session(path, **data):
+    return UnlearnSession(
+        ModelConfig(name="mnist-dit", checkpoint=str(path), options={"sampler_steps": 2, "guidance_scale": 1.5}),
+        DataConfig(**{"forget": (1,), "replace_with": (7,), **data}),
+        MonitorConfig(samples=16),
+        device="cpu",
+        loss_reduction="mean",
+    )
+
+
+def test_replacement_session_data_monitor_and_class_accuracy(tiny_dit):
+    s = _session(tiny_dit)
+    x_t, y_t = s.retain_data
+    x_f, y_f = s.forget_data
+    assert set(y_t.tolist()) == {7} and set(y_f.tolist()) == {1} and x_t.shape[1:] == (1, 28, 28)
+    mon = s.monitor(0)
+    assert mon.forget_classes == (1,) and mon.latents.shape == (16, 1, 28, 28)
+    acc = s.class_accuracy(s.fresh_model(), 4)
+    assert set(acc["accuracy"]) == {str(c) for c in range(10)} and sum(acc["counts"]["3"]) == 4
+    assert s.kept_classes == (0, 2, 3, 4, 5, 6, 7, 8, 9)
+    assert s.samples(s.fresh_model(), 9).shape == (9, 1, 28, 28)
+
+
+@pytest.mark.parametrize("method", ["s", "uno", "uno-fd", "d"])
+def test_replacement_methods_run_on_the_dit_and_move_it(tiny_dit, method):
+    s = _session(tiny_dit)
+    before = torch.cat([p.detach().reshape(-1) for p in s.fresh_model().parameters()])
+    cfg = UnlearnConfig(method=method, steps=2, batch_size=8, lr=1e-3, beta_o=1.0, stop_at=None)
+    model, res = s.run(cfg, ObjectiveConfig(loss_reduction="mean"), progress=False)
+    assert res.steps_run == 2 and not res.diverged
+    after = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    assert not torch.equal(before, after)
+
+
+def test_second_order_steps_select_the_math_attention_kernel(tiny_dit, monkeypatch):
+    """UNO differentiates through the attention's gradient: the loop must select the MATH kernel for it (the
+    fused CPU kernel has no second derivative) and leave first-order steps alone."""
+    import genunlearn.loop as loop
+
+    seen = []
+    real = loop.attention_kernels
+    monkeypatch.setattr(loop, "attention_kernels", lambda flag: seen.append(flag) or real(flag))
+    s = _session(tiny_dit)
+    for method in ("uno-s", "s"):
+        seen.clear()
+        cfg = UnlearnConfig(method=method, steps=2, batch_size=4, beta_o=1.0, stop_at=None)
+        s.run(cfg, ObjectiveConfig(loss_reduction="mean"), progress=False)
+        assert seen == ([True, False] if method == "uno-s" else [False, False])
+    monkeypatch.setattr(loop, "attention_kernels", lambda flag: real(False))  # what happens without it
+    with pytest.raises(RuntimeError, match="derivative"):
+        s.run(UnlearnConfig(method="uno", steps=1, batch_size=4, stop_at=None), progress=False)
+
+
+def test_classifier_assisted_methods_are_refused_on_a_non_differentiable_sampler(tiny_dit):
+    s = _session(tiny_dit)
+    with pytest.raises(ConfigError, match="differentiable sampler"):
+        s.run(UnlearnConfig(method="s-hat", steps=1, stop_at=None), progress=False)
+
+
+def test_dit_through_the_cli_with_a_config_file(tiny_dit, tmp_path, capsys):
+    cfg = tmp_path / "dit.toml"
+    cfg.write_text(
+        f'[model]\nname = "mnist-dit"\ncheckpoint = "{tiny_dit}"\noptions = {{sampler_steps = 2}}\n'
+        '[data]\nforget = [1]\nreplace_with = [7]\n[objective]\nloss_reduction = "mean"\n'
+        '[unlearn]\nmethod = "uno"\nsteps = 2\nbatch_size = 4\nlr = 1e-4\nstop_at = 0.0\n[monitor]\nsamples = 8\n'
+    )
+    code, out, err = run(["unlearn", "--config", str(cfg), "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["replace_with"] == [7] and summary["steps_run"] == 2
+    assert summary["forget_fraction_initial"] is not None
+    from genunlearn.models import load_model
+
+    reloaded = load_model("mnist-dit", tmp_path / "o" / "model.safetensors")  # the config travels with it
+    assert isinstance(reloaded, MnistDiT) and reloaded.config.num_layers == 1
+
+
+def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s,uno", "--steps", "2"]
+    argv += ["--monitor-samples", "8", "--class-samples", "2", "--fid-samples", "20", "--sampler-steps", "2"]
+    code, stdout, err = run([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "replace digit 1 by 7" in stdout and "| UNO |" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in results["rows"]} == {"s", "uno"} and results["peak_memory_bytes"] == {}
+    for f in ("class_accuracy.png", "forget_label_histograms.png", "forget_fraction.png", "grid-uno.png"):
+        assert (out / "figures" / f).is_file(), f
+    record = (out / "runs" / "uno" / "seed0.json").read_text()
+    code, stdout2, err = run([*argv, "--out", str(out)], capsys)  # resumes from the records
+    assert code == 0, err and (out / "runs" / "uno" / "seed0.json").read_text() == record
+    assert stdout2.split("Original model")[1] == stdout.split("Original model")[1]
+
+
+def test_peak_live_tensor_bytes_counts_what_a_step_allocates():
+    from genunlearn.eval.memory import peak_live_tensor_bytes
+
+    def step():
+        a = torch.ones(1_000_000)  # 4 MB alive together with b
+        b = a * 2
+        return b.sum()
+
+    peak = peak_live_tensor_bytes(step)
+    assert 8_000_000 <= peak < 12_000_000
+
+
+@pytest.mark.parametrize("method", ["s", "uno", "uno-fd"])
+def test_gradient_checkpointing_gives_the_same_step(tiny_dit, method):
+    """diffusers' non-reentrant checkpointing recomputes block activations in the backward pass; the methods'
+    directions (UNO's double backward included) must not change."""
+    weights = []
+    for ckpt in (False, True):
+        s = UnlearnSession(
+            ModelConfig(name="mnist-dit", checkpoint=str(tiny_dit), options={"gradient_checkpointing": ckpt}),
+            DataConfig(forget=(1,), replace_with=(7,)),
+            MonitorConfig(samples=4),
+            device="cpu",
+        )
+        assert s.fresh_model().transformer.gradient_checkpointing == ckpt
+        cfg = UnlearnConfig(method=method, steps=1, batch_size=4, beta_o=1.0, stop_at=None, optimizer="sgd", lr=0.1)
+        model, _ = s.run(cfg, ObjectiveConfig(loss_reduction="mean"), monitor=None, progress=False)
+        weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-8)
