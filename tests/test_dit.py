@@ -277,17 +277,35 @@ def test_quality_evaluation_writes_accuracy_fid_and_grid(tmp_path):
     from genunlearn.data import load_dataset
     from genunlearn.experiments.dit_eval import evaluate_dit, markdown_table, parse_settings
 
-    settings = parse_settings("ddim:2:2,dpm++:2:1")
+    settings = parse_settings("ddim:2:2,dpm++:2:1,ddim:2:2:4")
     reference = load_dataset("mnist", "train").flat_float(torch.arange(300))
+    rows_seen = []
     result = evaluate_dit(
-        _tiny(), settings, samples_per_class=3, out=tmp_path, progress=False, reference_images=reference
+        _tiny(),
+        settings,
+        samples_per_class=3,
+        out=tmp_path,
+        progress=False,
+        reference_images=reference,
+        on_row=lambda rows: rows_seen.append(len(rows)),
     )
-    assert [r["setting"] for r in result["settings"]] == ["ddim-2-g2", "dpm++-2-g1"]
-    first = result["settings"][0]
-    assert first["samples"] == 30 and 0 <= first["accuracy"] <= 1 and len(first["per_class"]) == 10
-    assert [r["network_evaluations_per_image"] for r in result["settings"]] == [4, 2]
-    assert set(result["references"]) == {"real_test_images", "mnist_vae_bundled"}
-    assert result["fid_reference_images"] == 300 and "| ddim | 2 | 2 | 4 |" in markdown_table(result)
+    assert [r["setting"] for r in result["settings"]] == ["ddim-2-g2", "dpm++-2-g1", "ddim-2-g2-n4"]
+    first, _, big = result["settings"]
+    assert first["samples"] == 30 and big["samples"] == 40 and rows_seen == [1, 2, 3]
+    assert 0 <= first["accuracy"] <= 1 and len(first["per_class"]) == 10
+    assert [r["network_evaluations_per_image"] for r in result["settings"]] == [4, 2, 4]
+    assert set(result["references"]) == {"n30", "n40"}
+    assert result["fid_reference_images"] == 300 and "| ddim | 2 | 2 | 4 | 30 |" in markdown_table(result)
+    # a finished setting is reused, not recomputed
+    again = evaluate_dit(
+        _tiny(),
+        settings[:1],
+        samples_per_class=3,
+        progress=False,
+        reference_images=reference,
+        done={"ddim-2-g2": {**first, "fid": -1.0}},
+    )
+    assert again["settings"][0]["fid"] == -1.0
     from PIL import Image
 
     with Image.open(tmp_path / "samples.png") as im:
