@@ -70,6 +70,7 @@ def test_forward_converts_the_transformers_velocity_to_the_noise():
     # the clean-image estimate at the last step is -v, not an error amplified by 1/sqrt(a)
     x0 = (x - (1 - a).sqrt() * model(x, t, y)) / a.sqrt()
     torch.testing.assert_close(x0, a.sqrt() * x - (1 - a).sqrt() * v)
+    torch.testing.assert_close(model(x, t, y, prediction="v"), v)
     eps_model = MnistDiT(**TINY, output="eps").double()
     eps_model.load_state_dict(model.state_dict())
     torch.testing.assert_close(eps_model(x, t, y), v)
@@ -106,6 +107,21 @@ def test_fixed_noise_and_timesteps_give_the_epsilon_mse():
     x_t = ab.sqrt() * (2 * x.view(3, 1, 28, 28) - 1) + (1 - ab).sqrt() * noise
     expected = (model(x_t, t, y) - noise).pow(2).mean()
     torch.testing.assert_close(diffusion_loss(model, x, y, sched, noise=noise, timesteps=t), expected)
+
+
+def test_v_target_is_the_velocity_mse():
+    model = _tiny()
+    x, y = _batch(3)
+    noise, t = torch.randn(3, 1, 28, 28), torch.tensor([0, 499, 999])
+    a = model.make_scheduler().alphas_cumprod[t].view(3, 1, 1, 1)
+    x0 = 2 * x.view(3, 1, 28, 28) - 1
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    v = a.sqrt() * noise - (1 - a).sqrt() * x0
+    expected = (model.transformer(x_t, timestep=t, class_labels=y, return_dict=False)[0] - v).pow(2).mean()
+    got = diffusion_loss(model, x, y, noise=noise, timesteps=t, target="v")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown target"):
+        diffusion_loss(model, x, y, target="x0")
 
 
 def test_label_dropout_replaces_labels_by_the_null_label():
@@ -261,17 +277,35 @@ def test_quality_evaluation_writes_accuracy_fid_and_grid(tmp_path):
     from genunlearn.data import load_dataset
     from genunlearn.experiments.dit_eval import evaluate_dit, markdown_table, parse_settings
 
-    settings = parse_settings("ddim:2:2,dpm++:2:1")
+    settings = parse_settings("ddim:2:2,dpm++:2:1,ddim:2:2:4")
     reference = load_dataset("mnist", "train").flat_float(torch.arange(300))
+    rows_seen = []
     result = evaluate_dit(
-        _tiny(), settings, samples_per_class=3, out=tmp_path, progress=False, reference_images=reference
+        _tiny(),
+        settings,
+        samples_per_class=3,
+        out=tmp_path,
+        progress=False,
+        reference_images=reference,
+        on_row=lambda rows: rows_seen.append(len(rows)),
     )
-    assert [r["setting"] for r in result["settings"]] == ["ddim-2-g2", "dpm++-2-g1"]
-    first = result["settings"][0]
-    assert first["samples"] == 30 and 0 <= first["accuracy"] <= 1 and len(first["per_class"]) == 10
-    assert [r["network_evaluations_per_image"] for r in result["settings"]] == [4, 2]
-    assert set(result["references"]) == {"real_test_images", "mnist_vae_bundled"}
-    assert result["fid_reference_images"] == 300 and "| ddim | 2 | 2 | 4 |" in markdown_table(result)
+    assert [r["setting"] for r in result["settings"]] == ["ddim-2-g2", "dpm++-2-g1", "ddim-2-g2-n4"]
+    first, _, big = result["settings"]
+    assert first["samples"] == 30 and big["samples"] == 40 and rows_seen == [1, 2, 3]
+    assert 0 <= first["accuracy"] <= 1 and len(first["per_class"]) == 10
+    assert [r["network_evaluations_per_image"] for r in result["settings"]] == [4, 2, 4]
+    assert set(result["references"]) == {"n30", "n40"}
+    assert result["fid_reference_images"] == 300 and "| ddim | 2 | 2 | 4 | 30 |" in markdown_table(result)
+    # a finished setting is reused, not recomputed
+    again = evaluate_dit(
+        _tiny(),
+        settings[:1],
+        samples_per_class=3,
+        progress=False,
+        reference_images=reference,
+        done={"ddim-2-g2": {**first, "fid": -1.0}},
+    )
+    assert again["settings"][0]["fid"] == -1.0
     from PIL import Image
 
     with Image.open(tmp_path / "samples.png") as im:

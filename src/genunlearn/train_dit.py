@@ -46,6 +46,8 @@ class DiTTrainConfig:
         warmup_steps: linear warm-up of the learning rate; then cosine decay to 0 at the last step
             (``lr_schedule="cosine"``) or constant (``"constant"``).
         label_dropout: probability of training a step's example with the null label.
+        loss_target: ``"v"`` (velocity MSE, the default) or ``"eps"`` (epsilon MSE), see
+            :func:`genunlearn.models.mnist_dit.diffusion_loss`.
         ema_decay: decay of the exponential moving average of the weights.
         seed: seed of initialisation, data order, timesteps, noise and label dropout.
         arch: architecture and noise schedule (:class:`MnistDiTConfig` as a dict; ``{}`` for the defaults).
@@ -64,6 +66,7 @@ class DiTTrainConfig:
     warmup_steps: int = 500
     lr_schedule: str = "cosine"
     label_dropout: float = 0.1
+    loss_target: str = "v"
     ema_decay: float = 0.999
     seed: int = 0
     arch: dict | None = None
@@ -83,6 +86,8 @@ class DiTTrainConfig:
             raise ConfigError("ema_decay must be in (0, 1)")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(f"unknown lr schedule {self.lr_schedule!r} (cosine or constant)")
+        if self.loss_target not in ("v", "eps"):
+            raise ConfigError(f"unknown loss target {self.loss_target!r} (v or eps)")
         try:
             MnistDiTConfig(**(self.arch or {})).validate()
         except (TypeError, ValueError) as exc:
@@ -108,7 +113,13 @@ def lr_at(config: DiTTrainConfig, step: int, total_steps: int) -> float:
 
 @torch.no_grad()
 def validation_loss(
-    model: MnistDiT, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0, batch_size: int = 512
+    model: MnistDiT,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    seed: int = 0,
+    batch_size: int = 512,
+    target: str = "eps",
 ) -> float:
     """Mean diffusion loss on ``images`` (in [0, 1]) with timesteps and noise fixed by ``seed`` (eval mode)."""
     was_training = model.training
@@ -119,7 +130,7 @@ def validation_loss(
     total = 0.0
     for xb, yb in zip(images.split(batch_size), labels.split(batch_size), strict=True):
         xb = xb.to(device)
-        total += float(diffusion_loss(model, xb, yb, sched, generator=g, reduction="sum"))
+        total += float(diffusion_loss(model, xb, yb, sched, generator=g, reduction="sum", target=target))
     model.train(was_training)
     return total / images.numel()
 
@@ -231,7 +242,15 @@ def train_dit(
             for group in opt.param_groups:
                 group["lr"] = lr_at(config, step, total_steps)
             idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-            loss = diffusion_loss(model, x_all[idx], y_all[idx], sched, label_dropout=config.label_dropout, generator=g)
+            loss = diffusion_loss(
+                model,
+                x_all[idx],
+                y_all[idx],
+                sched,
+                label_dropout=config.label_dropout,
+                generator=g,
+                target=config.loss_target,
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -244,7 +263,7 @@ def train_dit(
             "epoch": epoch + 1,
             "steps": (epoch + 1) * steps_per_epoch,
             "train_loss": running / steps_per_epoch,
-            "val_loss_ema": validation_loss(ema.module, val_x, val_y, seed=config.seed),
+            "val_loss_ema": validation_loss(ema.module, val_x, val_y, seed=config.seed, target=config.loss_target),
             "lr_end": opt.param_groups[0]["lr"],
             "seconds": time.perf_counter() - t_epoch,
             "median_step_s": statistics.median(step_times),

@@ -1,25 +1,29 @@
 """Quality of the class-conditional MNIST DiT: class accuracy and classifier-feature FID of guided samples.
 
-For each sampler setting (sampler, steps, guidance scale) it generates ``samples_per_class`` images of every
-digit from the *same* fixed noise, classifies them with the bundled MNIST classifier (accuracy per class
-and overall: the fraction of samples the classifier assigns to the requested digit) and computes FID with
+For each sampler setting (sampler, steps, guidance scale[, samples per digit]) it generates images of every
+digit from fixed noise (the same noise in every setting), classifies them with the bundled MNIST
+classifier (accuracy per digit and overall: the share assigned to the requested digit) and computes FID on
 the classifier's 200-d features (:class:`genunlearn.eval.fid.ClassifierFID`) against all 60,000 real
-training images. Two reference rows give the scale: real test images (same count) against the training
-images (FID's small-sample floor) and the bundled MNIST VAE's samples.
+training images. Reference rows at the same sample counts give the scale: real test digits against the
+training images (FID's small-sample floor) and samples of the bundled MNIST VAE.
 
 Run ``python -m genunlearn.experiments.dit_eval --out results/mnist-dit/original``; it writes
 ``results.json`` (command line, git commit, machine, versions, every number), ``table.md`` and
-``samples.png`` (one row per digit).
+``samples.png`` (one row per digit). Finished settings are kept in ``results.partial.json``; rerunning the
+same command skips them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,15 +43,17 @@ from genunlearn.runinfo import versions
 
 @dataclass(frozen=True)
 class Setting:
-    """One sampler configuration."""
+    """One sampler configuration; ``per_class``: samples per digit (``None``: the run's default)."""
 
     sampler: str
     steps: int
     guidance: float
+    per_class: int | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.sampler}-{self.steps}-g{self.guidance:g}"
+        n = "" if self.per_class is None else f"-n{self.per_class}"
+        return f"{self.sampler}-{self.steps}-g{self.guidance:g}{n}"
 
     @property
     def evaluations(self) -> int:
@@ -55,17 +61,18 @@ class Setting:
         return self.steps * (1 if self.guidance in (0.0, 1.0) else 2)
 
 
-DEFAULT_SETTINGS = (
-    "ddim:5:2,ddim:10:1,ddim:10:2,ddim:10:4,ddim:25:1,ddim:25:2,ddim:25:4,ddim:50:2,dpm++:10:2,dpm++:25:2"
-)
+DEFAULT_SETTINGS = "ddim:5:2,ddim:10:1,ddim:10:2,ddim:10:4,ddim:25:2,ddim:50:2,dpm++:10:2,ddim:10:2:300"
 
 
 def parse_settings(text: str) -> list[Setting]:
-    """``"ddim:25:2,dpm++:10:2"`` -> settings (sampler:steps:guidance)."""
+    """``"ddim:25:2,dpm++:10:2:300"`` -> settings (sampler:steps:guidance[:samples per digit])."""
     out = []
     for part in text.split(","):
-        sampler, steps, guidance = part.strip().split(":")
-        out.append(Setting(sampler, int(steps), float(guidance)))
+        fields = part.strip().split(":")
+        if len(fields) not in (3, 4):
+            raise ValueError(f"setting {part!r}: expected sampler:steps:guidance[:per_class]")
+        per_class = int(fields[3]) if len(fields) == 4 else None
+        out.append(Setting(fields[0], int(fields[1]), float(fields[2]), per_class))
     return out
 
 
@@ -113,67 +120,91 @@ def evaluate_dit(
     model: MnistDiT,
     settings: list[Setting],
     *,
-    samples_per_class: int = 200,
+    samples_per_class: int = 100,
     seed: int = 0,
     grid: Setting | None = None,
     grid_columns: int = 12,
     out: str | Path | None = None,
     progress: bool = True,
     reference_images: torch.Tensor | None = None,
+    done: dict[str, dict] | None = None,
+    on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Accuracy and FID for every setting (see the module docstring); writes ``samples.png`` into ``out``.
 
-    ``reference_images``: the real images of FID (default: the 60,000 MNIST training images).
+    Every setting uses the same noise: sample ``i`` of digit ``c`` starts from the same noise image in every
+    setting (settings with more samples per digit extend the set). ``reference_images``: the real images of
+    FID (default: the 60,000 MNIST training images). ``done``: rows already measured, by setting key (they
+    are reused, for resuming); ``on_row`` is called with the rows so far after each setting.
     """
     device = next(model.parameters()).device
     clf = load_model("mnist-classifier", device=device)
     train = load_dataset("mnist", "train")
     test = load_dataset("mnist", "test")
-    n = samples_per_class * model.num_classes
+    k = model.num_classes
     fid = ClassifierFID(clf).to(device)
     real = train.flat_float() if reference_images is None else reference_images.reshape(-1, 784)
     fid.update_batches(real, real=True)
+    counts = sorted({s.per_class or samples_per_class for s in settings})
     g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(model.num_classes).repeat_interleave(samples_per_class)
-    noise = torch.randn(n, model.in_channels, model.sample_size, model.sample_size, generator=g)
+    noise_all = torch.randn(k, counts[-1], model.in_channels, model.sample_size, model.sample_size, generator=g)
 
     def fid_of(images: torch.Tensor) -> float:
         fid.reset()
         fid.update_batches(images.reshape(images.shape[0], -1), real=False)
         return float(fid.compute())
 
-    references = {}
-    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
-    references["real_test_images"] = {"fid": fid_of(test.flat_float(idx)), "samples": n}
+    references: dict[str, dict] = {}
+    perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))
     vae = load_model("mnist-vae", device=device)
-    with torch.no_grad():
-        z = torch.randn(n, vae.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-        references["mnist_vae_bundled"] = {"fid": fid_of(vae.sample(z).cpu()), "samples": n}
+    z_all = torch.randn(k * counts[-1], vae.latent_dim, generator=torch.Generator().manual_seed(seed))
+    for per in counts:
+        n = per * k
+        with torch.no_grad():
+            vae_images = vae.sample(z_all[:n].to(device)).cpu()
+        references[f"n{n}"] = {
+            "samples": n,
+            "real_test_images_fid": fid_of(test.flat_float(perm[:n])),
+            "mnist_vae_bundled_fid": fid_of(vae_images),
+        }
 
-    rows = []
+    rows: list[dict] = []
+    done = done or {}
     for s in settings:
+        if s.key in done:
+            rows.append(done[s.key])
+            continue
+        per = s.per_class or samples_per_class
+        labels = torch.arange(k).repeat_interleave(per)
+        noise = noise_all[:, :per].reshape(k * per, *noise_all.shape[2:])
         t0 = time.perf_counter()
-        images = sample(model, labels, noise, steps=s.steps, guidance_scale=s.guidance, sampler=s.sampler)
+        images = sample(
+            model, labels, noise, steps=s.steps, guidance_scale=s.guidance, sampler=s.sampler, progress=progress
+        )
         seconds = time.perf_counter() - t0
         with torch.no_grad():
             pred = clf(images.to(device)).argmax(1).cpu()
         correct = pred == labels
-        row = {
-            "setting": s.key,
-            "sampler": s.sampler,
-            "steps": s.steps,
-            "guidance": s.guidance,
-            "network_evaluations_per_image": s.evaluations,
-            "accuracy": float(correct.float().mean()),
-            "per_class": {int(c): float(correct[labels == c].float().mean()) for c in range(model.num_classes)},
-            "fid": fid_of(images),
-            "samples": n,
-            "seconds": seconds,
-            "ms_per_image": 1000 * seconds / n,
-        }
-        rows.append(row)
+        rows.append(
+            {
+                "setting": s.key,
+                "sampler": s.sampler,
+                "steps": s.steps,
+                "guidance": s.guidance,
+                "network_evaluations_per_image": s.evaluations,
+                "accuracy": float(correct.float().mean()),
+                "per_class": {int(c): float(correct[labels == c].float().mean()) for c in range(k)},
+                "fid": fid_of(images),
+                "samples": k * per,
+                "seconds": seconds,
+                "ms_per_image": 1000 * seconds / (k * per),
+            }
+        )
         if progress:
-            click.echo(f"{s.key:16s} acc {row['accuracy']:.4f}  fid {row['fid']:.3f}  {seconds:.0f}s", err=True)
+            r = rows[-1]
+            click.echo(f"{s.key:18s} acc {r['accuracy']:.4f}  fid {r['fid']:.3f}  {seconds:.0f}s", err=True)
+        if on_row is not None:
+            on_row(rows)
     result = {
         "samples_per_class": samples_per_class,
         "noise_seed": seed,
@@ -185,7 +216,7 @@ def evaluate_dit(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         grid = grid or settings[0]
-        gl = torch.arange(model.num_classes).repeat_interleave(grid_columns)
+        gl = torch.arange(k).repeat_interleave(grid_columns)
         gn = torch.randn(
             gl.shape[0],
             model.in_channels,
@@ -194,7 +225,7 @@ def evaluate_dit(
             generator=torch.Generator().manual_seed(seed + 1),
         )
         images = sample(model, gl, gn, steps=grid.steps, guidance_scale=grid.guidance, sampler=grid.sampler)
-        _grid_png(images, model.num_classes, out / "samples.png", f"MNIST DiT, {grid.key} (one row per digit)")
+        _grid_png(images, k, out / "samples.png", f"MNIST DiT, {grid.key} (one row per digit)")
         result["grid"] = {"file": "samples.png", "setting": grid.key, "columns": grid_columns, "noise_seed": seed + 1}
     return result
 
@@ -222,28 +253,27 @@ def _grid_png(images: torch.Tensor, rows: int, path: Path, title: str) -> None:
 
 def markdown_table(result: dict) -> str:
     """The results as a markdown table (accuracy per class and overall, FID)."""
-    n = result["settings"][0]["samples"] if result["settings"] else 0
-    head = "| sampler | steps | guidance | NFE/image | accuracy | " + " | ".join(str(c) for c in range(10))
     lines = [
-        f"Samples per setting: {n} ({result['samples_per_class']} per digit, the same noise for every setting).",
-        "Accuracy: share classified as the requested digit by the bundled MNIST classifier (98.14% on real "
-        "test digits). FID: classifier features (200-d), against "
-        f"{result['fid_reference_images']:,} MNIST training images.",
+        "Accuracy: share of the samples the bundled MNIST classifier (98.14% on real test digits) assigns to "
+        "the requested digit, overall and per digit (%). FID: classifier features (200-d) against "
+        f"{result['fid_reference_images']:,} MNIST training images; it falls with the sample count, so compare "
+        "rows with the same count and with the reference rows below. Every row starts from the same noise.",
         "",
-        head + " | FID | ms/image |",
-        "|---|---|---|---|---|" + "---|" * 10 + "---|---|",
+        "| sampler | steps | guidance | NFE/image | samples | accuracy | "
+        + " | ".join(str(c) for c in range(10))
+        + " | FID | ms/image |",
+        "|---|---|---|---|---|---|" + "---|" * 10 + "---|---|",
     ]
     for r in result["settings"]:
-        per = " | ".join(f"{100 * r['per_class'][c]:.0f}" for c in sorted(r["per_class"]))
+        per = " | ".join(f"{100 * r['per_class'][c]:.0f}" for c in sorted(r["per_class"], key=int))
         lines.append(
             f"| {r['sampler']} | {r['steps']} | {r['guidance']:g} | {r['network_evaluations_per_image']} | "
-            f"{100 * r['accuracy']:.1f}% | {per} | {r['fid']:.2f} | {r['ms_per_image']:.1f} |"
+            f"{r['samples']} | {100 * r['accuracy']:.1f}% | {per} | {r['fid']:.2f} | {r['ms_per_image']:.1f} |"
         )
-    lines.append("")
-    lines.append(
-        "References (same sample count): "
-        + "; ".join(f"{k}: FID {v['fid']:.2f}" for k, v in result["references"].items())
-    )
+    lines += ["", "| reference | samples | FID |", "|---|---|---|"]
+    for ref in result["references"].values():
+        lines.append(f"| real test digits | {ref['samples']} | {ref['real_test_images_fid']:.2f} |")
+        lines.append(f"| bundled MNIST VAE samples | {ref['samples']} | {ref['mnist_vae_bundled_fid']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -252,12 +282,13 @@ def markdown_table(result: dict) -> str:
 @click.option(
     "--settings", default=DEFAULT_SETTINGS, show_default=True, help="sampler:steps:guidance, comma-separated."
 )
-@click.option("--samples-per-class", type=int, default=200, show_default=True)
+@click.option("--samples-per-class", type=int, default=100, show_default=True, help="Unless a setting says.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed.")
 @click.option("--grid", "grid_setting", default="ddim:25:2", show_default=True, help="Setting of samples.png.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse settings already measured.")
 def main(
     checkpoint: str | None,
     settings: str,
@@ -267,6 +298,7 @@ def main(
     threads: int | None,
     device: str,
     out: str,
+    resume: bool,
 ) -> None:
     """Measure the DiT's sample quality; writes results.json, table.md and samples.png into --out."""
     if threads is not None:
@@ -277,6 +309,23 @@ def main(
     except GenUnlearnError as exc:
         raise click.ClickException(str(exc)) from None
     t0 = time.perf_counter()
+    meta = read_metadata(path)
+    head = {
+        "checkpoint": str(path),
+        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "noise_seed": seed,
+        "samples_per_class": samples_per_class,
+    }
+    partial_path = Path(out) / "results.partial.json"
+    done: dict[str, dict] = {}
+    if resume and partial_path.is_file():
+        partial = json.loads(partial_path.read_text())
+        if {k: partial.get(k) for k in head} == head:
+            done = {r["setting"]: r for r in partial["settings"]}
+
+    def save_partial(rows: list[dict]) -> None:
+        atomic_write_json(partial_path, {**head, "settings": rows})
+
     result = evaluate_dit(
         model,
         parse_settings(settings),
@@ -284,14 +333,15 @@ def main(
         seed=seed,
         grid=parse_settings(grid_setting)[0],
         out=out,
+        done=done,
+        on_row=save_partial,
     )
-    meta = read_metadata(path)
     record = {
         "command": "python -m genunlearn.experiments.dit_eval " + shlex.join(sys.argv[1:]),
         "git": git_commit(),
         "machine": machine(),
         "versions": versions(),
-        "checkpoint": str(path),
+        **head,
         "parameters": count_parameters(model),
         "model_config": meta.get("build_options"),
         "train_config": meta.get("train_config"),
