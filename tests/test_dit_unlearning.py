@@ -153,3 +153,13 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_dit, method):
         model, _ = s.run(cfg, ObjectiveConfig(loss_reduction="mean"), monitor=None, progress=False)
         weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
     torch.testing.assert_close(weights[0], weights[1], rtol=1e-6, atol=1e-8)
+
+
+def test_mnist_dit_without_bundled_weights_or_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
+    import genunlearn.models.builtin as builtin
+
+    monkeypatch.setattr(builtin, "bundled_weights", lambda name: tmp_path / f"{name}.safetensors")
+    code, _, err = run(["unlearn", "--model", "mnist-dit", "--forget", "1", "--replace-with", "7",
+                        "--out", str(tmp_path / "o"), "--quiet"], capsys)  # fmt: skip
+    assert code == 2 and "genunlearn train dit" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "model.safetensors").exists()

@@ -129,6 +129,11 @@ def mnist_dit(
     if sampler_steps < 1:
         raise ConfigError(f"sampler_steps must be >= 1, got {sampler_steps}")
     dataset, train, classifier = _mnist_images_and_classifier(context, "mnist-dit")
+    if context.checkpoint is None and not bundled_weights("mnist-dit").is_file():
+        raise ConfigError(
+            "no MNIST DiT weights are bundled yet: train one (genunlearn train dit --out runs/dit) "
+            "and pass --checkpoint runs/dit/model.safetensors"
+        )
     dit = load_model("mnist-dit", context.checkpoint, device=context.device)
     if not isinstance(dit, MnistDiT):
         raise ConfigError("mnist-dit checkpoint did not produce an MnistDiT")
