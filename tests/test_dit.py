@@ -319,3 +319,27 @@ def test_quality_command_reports_a_missing_checkpoint(tmp_path):
 
     res = CliRunner().invoke(main, ["--checkpoint", str(tmp_path / "none.safetensors"), "--out", str(tmp_path)])
     assert res.exit_code == 1 and "checkpoint not found" in res.output
+
+
+@pytest.mark.parametrize("output", ["eps", "v"])
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++"])
+def test_sampler_with_an_exact_denoiser_reproduces_its_image(output, sampler):
+    """The sampling path (v -> eps conversion, schedulers, guidance) is right when the network is perfect."""
+    torch.manual_seed(0)
+    m = MnistDiT(num_layers=1, num_attention_heads=2, attention_head_dim=8, output=output)
+    x0 = torch.rand(1, 1, 28, 28) * 2 - 1
+    alphas = m.alphas_cumprod
+
+    class Exact(torch.nn.Module):  # predicts the true noise (or velocity) for data that is the single image x0
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x_t, timestep, class_labels, return_dict=False):
+            a = alphas[timestep.long()].view(-1, 1, 1, 1)
+            eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+            return (eps if output == "eps" else a.sqrt() * eps - (1 - a).sqrt() * x0,)
+
+    m.transformer = Exact()
+    x = sample(m, torch.tensor([3, 3]), torch.randn(2, 1, 28, 28), steps=15, guidance_scale=2.0, sampler=sampler)
+    assert (x - (x0 + 1) / 2).abs().max() < 0.05
