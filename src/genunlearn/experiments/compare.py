@@ -26,6 +26,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +382,24 @@ def run_compare(
     models0: dict[str, nn.Module] = {}
     jobs = [(known[k], seed) for seed in range(s.seeds) for k in chosen]  # all entries of a seed first
     t0 = time.perf_counter()
+    # the tables are rewritten after every seed round; the last round's write is the result
+    write = partial(
+        _write,
+        out,
+        session,
+        gold,
+        s,
+        records,
+        refs_cache,
+        chosen,
+        forget,
+        model,
+        retrained,
+        command,
+        t0,
+        independent_classifier,
+    )
+    result: dict[str, Any] | None = None
     for entry, seed in tqdm(jobs, desc="compare", disable=not progress):
         path = out / "runs" / entry.key / f"seed{seed}.json"
         weights = path.with_suffix(".safetensors")
@@ -406,36 +425,9 @@ def run_compare(
             models0[entry.key] = unlearned
         records.setdefault(entry.key, []).append(rec)
         if entry.key == chosen[-1]:  # a seed round is complete: write what there is so far
-            _write(
-                out,
-                session,
-                gold,
-                s,
-                records,
-                refs_cache,
-                chosen,
-                forget,
-                model,
-                retrained,
-                command,
-                t0,
-                independent_classifier,
-            )
-    result = _write(
-        out,
-        session,
-        gold,
-        s,
-        records,
-        refs_cache,
-        chosen,
-        forget,
-        model,
-        retrained,
-        command,
-        t0,
-        independent_classifier,
-    )
+            result = write()
+    if result is None:  # no jobs ran (nothing to round off)
+        result = write()
     (out / "figures").mkdir(exist_ok=True)
     compare_figures.make_all(out / "figures", session, gold, records, result, models0)
     return result
