@@ -266,9 +266,9 @@ def test_train_dit_cli(tmp_path, capsys):
 def test_bundled_dit_generates_the_requested_digits():
     model = load_model("mnist-dit")
     assert isinstance(model, MnistDiT) and not model.training and model.null_label == 10
-    labels = torch.arange(10).repeat(2)
-    noise = torch.randn(20, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    images = sample(model, labels, noise, steps=10, guidance_scale=2.0)
+    labels = torch.arange(10).repeat(3)
+    noise = torch.randn(30, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    images = sample(model, labels, noise, steps=10, guidance_scale=2.0, sampler="dpm++")  # the bundle's default
     pred = load_model("mnist-classifier")(images).argmax(1)
     assert float((pred == labels).float().mean()) >= 0.8
 

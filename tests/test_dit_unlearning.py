@@ -111,10 +111,12 @@ def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s,uno", "--steps", "2"]
     argv += ["--monitor-samples", "8", "--class-samples", "2", "--fid-samples", "20", "--sampler-steps", "2"]
+    argv += ["--sampler", "ddim", "--guidance", "1.5"]
     code, stdout, err = run([*argv, "--out", str(out)], capsys)
     assert code == 0, err
-    assert "replace digit 1 by 7" in stdout and "| UNO |" in stdout
+    assert "replace digit 1 by 7" in stdout and "| UNO |" in stdout and "sampler ddim 2 steps, guidance 1.5" in stdout
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["sampler"] == "ddim" and results["settings"]["guidance_scale"] == 1.5
     assert {r["method"] for r in results["rows"]} == {"s", "uno"} and results["peak_memory_bytes"] == {}
     for f in ("class_accuracy.png", "forget_label_histograms.png", "forget_fraction.png", "grid-uno.png"):
         assert (out / "figures" / f).is_file(), f

@@ -769,7 +769,9 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
 @click.option("--beta-o", type=float, default=None, help="Default 2e-2 (the paper's DiT value).")
 @click.option("--monitor-samples", type=int, default=None, help="Default 200.")
 @click.option("--monitor-every", type=int, default=None, help="Default 5 updates.")
-@click.option("--sampler-steps", type=int, default=None, help="Default 20 (DDIM).")
+@click.option("--sampler-steps", type=int, default=None, help="Default 10.")
+@click.option("--sampler", type=click.Choice(["ddim", "dpm++"]), default=None, help="Default dpm++ (DPM-Solver++ 2M).")
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale (default 2).")
 @click.option("--class-samples", type=int, default=None, help="Per class, before/after (default 100).")
 @click.option("--fid-samples", type=int, default=None, help="Kept classes' samples for FID (default 1000).")
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
@@ -788,6 +790,8 @@ def bench_mnist_dit(
     monitor_samples,
     monitor_every,
     sampler_steps,
+    sampler,
+    guidance,
     class_samples,
     fid_samples,
     quick,
@@ -811,6 +815,8 @@ def bench_mnist_dit(
         "monitor_samples": monitor_samples,
         "monitor_every": monitor_every,
         "sampler_steps": sampler_steps,
+        "sampler": sampler,
+        "guidance_scale": guidance,
         "class_samples": class_samples,
         "fid_samples": fid_samples,
     }

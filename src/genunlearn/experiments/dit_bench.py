@@ -87,9 +87,9 @@ class DiTBenchSettings:
     threshold: float = 0.02
     monitor_samples: int = 200
     monitor_every: int = 5
-    sampler_steps: int = 20
+    sampler_steps: int = 10
     guidance_scale: float = 2.0
-    sampler: str = "ddim"
+    sampler: str = "dpm++"
     class_samples: int = 100
     fid_samples: int = 1000
     grid_per_class: int = 6

@@ -109,9 +109,9 @@ def _mnist_images_and_classifier(context: BuildContext, model_name: str):
 def mnist_dit(
     context: BuildContext,
     *,
-    sampler_steps: int = 20,
+    sampler_steps: int = 10,
     guidance_scale: float = 2.0,
-    sampler: str = "ddim",
+    sampler: str = "dpm++",
     gradient_checkpointing: bool = False,
 ) -> ModelBundle:
     """The class-conditional MNIST DiT with its training data, sampler and classifier (module docstring).
