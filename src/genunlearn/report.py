@@ -818,6 +818,21 @@ def _bench_outputs(results: Path) -> list[Output]:
     return [Output(results.parent / "table.md", table, src), Output(results.parent / "table.csv", csv_text, src)]
 
 
+def _dit_bench_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
+    """``table.md`` and ``table.csv`` beside a DiT bench's ``results.json`` (``genunlearn bench mnist-dit``)."""
+    from genunlearn.checkpoints import atomic_write_csv
+    from genunlearn.experiments.dit_bench import csv_rows, render_table, settings_from
+
+    table = render_table(data["rows"], data["original"], settings_from(dict(data)), data["title"]) + "\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        atomic_write_csv(Path(tmp) / "table.csv", csv_rows(data["rows"]))
+        csv_text = (Path(tmp) / "table.csv").read_text()
+    return [
+        Output(results.parent / "table.md", table, results.name),
+        Output(results.parent / "table.csv", csv_text, results.name),
+    ]
+
+
 def _kind_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
     """``table.md`` and ``table.csv`` beside a comparison's or a sample-level run's ``results.json``."""
     from genunlearn.checkpoints import atomic_write_csv
@@ -861,6 +876,8 @@ def _derived(path: Path) -> list[Output]:
         if isinstance(data, Mapping) and data.get("kind") in ("compare", "samples"):
             return _kind_outputs(path, data)
         if isinstance(data, Mapping) and {"rows", "settings", "original", "title"} <= set(data):
+            if "guidance_scale" in data["settings"]:
+                return _dit_bench_outputs(path, data)
             return _bench_outputs(path)
     elif name == "cells.jsonl":
         return _sweep_outputs(path)

@@ -294,6 +294,21 @@ def render_table(rows: list[dict], original: dict[str, Any], s: DiTBenchSettings
     return "\n".join(out)
 
 
+def csv_rows(rows: list[dict]) -> list[dict]:
+    """The rows of ``table.csv``: means only (``(mean, std)`` pairs, tuples or JSON lists, give their mean)."""
+    return [
+        {k: (v[0] if isinstance(v, tuple | list) else v) for k, v in r.items() if k != "per_seed_updates"} for r in rows
+    ]
+
+
+def settings_from(data: dict[str, Any]) -> DiTBenchSettings:
+    """The settings a ``results.json`` of this bench records (unknown keys ignored)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(DiTBenchSettings)}
+    return DiTBenchSettings(**{k: v for k, v in data["settings"].items() if k in names})
+
+
 def _opt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -361,10 +376,7 @@ def run_dit_bench(
     rows = aggregate(records, original, memory)
     table = render_table(rows, original, s, title)
     atomic_write_text(out / "table.md", table + "\n")
-    atomic_write_csv(
-        out / "table.csv",
-        [{k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items() if k != "per_seed_updates"} for r in rows],
-    )
+    atomic_write_csv(out / "table.csv", csv_rows(rows))
     atomic_write_text(
         out / "results.json",
         dumps_compact(
