@@ -165,3 +165,22 @@ def test_mnist_dit_without_bundled_weights_or_checkpoint_is_one_line(tmp_path, m
                         "--out", str(tmp_path / "o"), "--quiet"], capsys)  # fmt: skip
     assert code == 2 and "genunlearn train dit" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_dit_bench_cli_passes_sampler_guidance_and_no_memory(monkeypatch, tmp_path, capsys):
+    import genunlearn.experiments.dit_bench as dit_bench
+
+    seen = {}
+
+    def fake(out, *, settings, checkpoint, methods, device):
+        seen["settings"] = settings
+        return {"table": "t"}
+
+    monkeypatch.setattr(dit_bench, "run_dit_bench", fake)
+    argv = ["bench", "mnist-dit", "--sampler", "ddim", "--guidance", "3", "--no-memory", "--out", str(tmp_path)]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    s = seen["settings"]
+    assert (s.sampler, s.guidance_scale, s.measure_memory, s.seeds) == ("ddim", 3.0, False, 3)
+    code, _, _ = run(["bench", "mnist-dit", "--out", str(tmp_path)], capsys)
+    assert code == 0 and seen["settings"].measure_memory and seen["settings"].sampler == "dpm++"

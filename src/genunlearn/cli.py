@@ -775,6 +775,9 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
 @click.option("--class-samples", type=int, default=None, help="Per class, before/after (default 100).")
 @click.option("--fid-samples", type=int, default=None, help="Kept classes' samples for FID (default 1000).")
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
+@click.option(
+    "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."
+)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
 def bench_mnist_dit(
@@ -795,6 +798,7 @@ def bench_mnist_dit(
     class_samples,
     fid_samples,
     quick,
+    no_memory,
     device,
     out,
 ) -> None:
@@ -821,6 +825,8 @@ def bench_mnist_dit(
         "fid_samples": fid_samples,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
+    if no_memory:
+        settings = replace(settings, measure_memory=False)
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     result = run_dit_bench(out, settings=settings, checkpoint=checkpoint, methods=chosen, device=device)
     click.echo(result["table"])
