@@ -78,17 +78,19 @@ def methods() -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Choice(["vae", "classifier", "dit"]))
+@click.argument("model", type=click.Choice(["vae", "classifier", "dit", "i2i"]))
 @click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name, or celeba64.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
 @click.option(
     "--epochs",
     type=int,
     default=None,
-    help="Default: 200 (vae), 20 (classifier), 12 (dit); celeba64: 25 (vae), 12 (classifier).",
+    help="Default: 200 (vae), 20 (classifier), 12 (dit), 3 (i2i); celeba64: 25 (vae), 12 (classifier).",
 )
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW).")
+@click.option(
+    "--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW), 2e-3 (i2i; Adam)."
+)
 @click.option(
     "--lr-schedule",
     type=click.Choice(["constant", "cosine"]),
@@ -134,6 +136,13 @@ def methods() -> None:
 @click.option("--hflip/--no-hflip", default=None, help="celeba64: random horizontal flips [on].")
 @click.option("--widths", default=None, help="celeba64: channel widths, e.g. 32,64,128,256,512 (vae).")
 @click.option("--checkpoint-every", type=int, default=None, help="celeba64: checkpoint every N steps [50].")
+@click.option(
+    "--task",
+    type=click.Choice(["inpaint", "outpaint"]),
+    default=None,
+    help="i2i: inpaint (centre square hidden) or outpaint (all but the centre square hidden) [inpaint].",
+)
+@click.option("--mask-size", type=int, default=None, help="i2i: side of the centre square [14].")
 def train(
     model: str,
     dataset: str,
@@ -156,17 +165,24 @@ def train(
     hflip: bool | None,
     widths: str | None,
     checkpoint_every: int | None,
+    task: str | None,
+    mask_size: int | None,
 ) -> None:
-    """Train an original model: the paper's MNIST VAE or classifier, the class-conditional MNIST DiT, or the
-    CelebA 64x64 VAE or attribute classifier.
+    """Train an original model: the paper's MNIST VAE or classifier, the class-conditional MNIST DiT, the MNIST
+    image-to-image (inpainting / outpainting) model, or the CelebA 64x64 VAE or attribute classifier.
 
     \b
     genunlearn train vae --out runs/vae                          # the bundled model's recipe
     genunlearn train vae --exclude-class 1 --out runs/vae-no1    # retrained without digit 1
     genunlearn train vae --exclude-ids forget.txt --out runs/r   # retrained without those images
+    genunlearn train i2i --task outpaint --out runs/i2i-out      # the bundled outpainting model's recipe
     """
     from genunlearn.errors import ConfigError
 
+    if model != "i2i" and (task is not None or mask_size is not None):
+        raise ConfigError("--task and --mask-size apply to the i2i model only")
+    if exclude_ids and model == "i2i":
+        raise ConfigError("--exclude-ids is implemented for the IDX VAE and classifier only; i2i takes --exclude-class")
     if (exclude_class or exclude_ids) and (model == "dit" or dataset == "celeba64"):
         raise ConfigError("--exclude-class / --exclude-ids are implemented for the IDX VAE and classifier only")
     if dataset == "celeba64":
@@ -220,6 +236,25 @@ def train(
         record = train_dit(dit_config, out, resume=resume)
         click.echo(json.dumps(record["final"]))
         click.echo(f"weights (EMA): {Path(out) / 'model.safetensors'}")
+        return
+    if model == "i2i":
+        from genunlearn.train_i2i import I2ITrainConfig, train_i2i
+
+        i2i_config = I2ITrainConfig(
+            task=task or "inpaint",
+            mask_size=mask_size or 14,
+            dataset=dataset,
+            data_dir=data_dir,
+            epochs=epochs or 3,
+            batch_size=batch_size,
+            lr=lr or 2e-3,
+            seed=seed,
+            exclude_classes=_parse_classes(exclude_class) if exclude_class else (),
+            device=device,
+        )
+        record = train_i2i(i2i_config, out, resume=resume, overwrite=overwrite)
+        click.echo(json.dumps(record["final"]))
+        click.echo(f"weights: {Path(out) / 'model.safetensors'}")
         return
     from genunlearn.train import TrainConfig
     from genunlearn.train import train as run_train
