@@ -55,11 +55,12 @@ def centre_mask(task: str, mask_size: int, side: int = IMAGE_SIDE) -> torch.Tens
 
 
 def _block(c_in: int, c_out: int, **kw: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, **kw), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(c_in, c_out, **kw), nn.GroupNorm(8, c_out), nn.ReLU())
 
 
 def _up(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1), nn.ReLU())
+    conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
+    return nn.Sequential(conv, nn.GroupNorm(8, c_out), nn.ReLU())
 
 
 class MNISTI2I(nn.Module):
