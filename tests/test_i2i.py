@@ -3,6 +3,8 @@ encoder-only training through the engine, the ``i2i`` method, and the trainer (r
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -191,3 +193,48 @@ def test_training_resumes_to_the_same_weights(tmp_path):
         train_i2i(
             I2ITrainConfig(task="inpaint", width=8, epochs=2, train_images=64), tmp_path / "whole", progress=False
         )
+
+
+def test_bench_writes_table_records_and_grids_and_resumes(tmp_path):
+    import json
+
+    from genunlearn.experiments.i2i_bench import I2IBenchSettings, render_table, run_bench
+    from genunlearn.train_i2i import I2ITrainConfig, train_i2i
+
+    train_i2i(I2ITrainConfig(width=8, epochs=1, train_images=64, eval_images=16), tmp_path / "m", progress=False)
+    weights = str(tmp_path / "m" / "model.safetensors")
+    settings = replace(
+        I2IBenchSettings.quick(),
+        methods=("i2i", "i2i-proxy", "gdiff"),
+        checkpoint={"inpaint": weights},
+        retrained={"inpaint": weights},
+        eval_forget=16,
+        eval_retain=16,
+        proxy_images=16,
+    )
+    data = run_bench(settings, tmp_path / "b", progress=False)
+    rows = data["tasks"]["inpaint"]["rows"]
+    assert list(rows) == ["original", "noise", "retrained", "i2i", "i2i-proxy", "gdiff"]
+    assert rows["retrained"]["forget"] == rows["original"]["forget"]  # the same weights measure the same
+    assert rows["i2i"]["updates"] == [2, 0.0] and rows["noise"]["retain"] is None
+    assert 0 <= rows["i2i"]["forget"]["forget_rate"][0] <= 1
+    on_disk = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert (tmp_path / "b" / "table.md").read_text() == render_table(on_disk)
+    record = json.loads((tmp_path / "b" / "runs" / "inpaint" / "i2i" / "seed0.json").read_text())
+    assert record["trainable_parameters"] == sum(p.numel() for p in MNISTI2I(width=8).encoder.parameters())
+    assert record["provenance"]["command"]["argv"]
+    for side in ("forget", "retain"):
+        assert (tmp_path / "b" / "figures" / f"inpaint-{side}.png").stat().st_size > 0
+    again = run_bench(settings, tmp_path / "b", progress=False)  # resumed from the records: the same numbers
+    assert again["tasks"]["inpaint"]["rows"]["gdiff"] == rows["gdiff"]
+
+
+def test_bench_settings_errors_are_one_line():
+    from genunlearn.experiments.i2i_bench import I2IBenchSettings
+
+    with pytest.raises(ConfigError, match="unknown I2I bench method 'rep'"):
+        I2IBenchSettings(methods=("rep",)).validate()
+    with pytest.raises(ConfigError, match="unknown I2I task"):
+        I2IBenchSettings(tasks=("denoise",)).validate()
+    with pytest.raises(ConfigError, match="retrained weights for inpaint not found"):
+        I2IBenchSettings(retrained={"inpaint": "/nonexistent.safetensors"}).validate()

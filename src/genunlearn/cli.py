@@ -855,6 +855,107 @@ def bench_mnist_dit(
     click.echo(result["table"])
 
 
+@bench.command("i2i")
+@click.option("--tasks", default=None, help="Comma-separated I2I tasks (default: inpaint,outpaint).")
+@click.option("--methods", default=None, help="Comma-separated methods (default: i2i,i2i-proxy,s,uno,gdiff).")
+@click.option("--forget", type=int, default=None, help="Digit to forget (default 1).")
+@click.option("--seeds", type=int, default=None, help="Default 3 (--quick: 1).")
+@click.option("--steps", type=int, default=None, help="Updates per run (default 100).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--batch-size", type=int, default=None, help="Retain and forget batch size (default 32).")
+@click.option("--alpha", type=float, default=None, help="i2i: weight of the forget (noise-embedding) term (default 1).")
+@click.option("--gdiff-weight", type=float, default=None, help="gdiff: lambda (default 1).")
+@click.option("--beta-o", type=float, default=None, help="uno: orthogonality weight (default 1e3).")
+@click.option(
+    "--proxy", type=click.Choice(["fashion-mnist", "mnist-test"]), default=None, help="Retain-free proxy data."
+)
+@click.option("--proxy-dir", type=click.Path(file_okay=False), default=None, help="IDX files of the proxy dataset.")
+@click.option("--eval-forget", type=int, default=None, help="Forget-digit test images measured (default 500).")
+@click.option("--eval-retain", type=int, default=None, help="Other-digit test images measured (default 1000).")
+@click.option(
+    "--retrained",
+    multiple=True,
+    metavar="TASK=PATH",
+    help="Weights of a model retrained without the forget digit (genunlearn train i2i --exclude-class), per task.",
+)
+@click.option("--checkpoint", multiple=True, metavar="TASK=PATH", help="Original weights per task (default: bundled).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--quick", is_flag=True, help="A smoke run: inpaint, 1 seed, 2 updates, tiny samples.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
+def bench_i2i(
+    tasks,
+    methods,
+    forget,
+    seeds,
+    steps,
+    lr,
+    batch_size,
+    alpha,
+    gdiff_weight,
+    beta_o,
+    proxy,
+    proxy_dir,
+    eval_forget,
+    eval_retain,
+    retrained,
+    checkpoint,
+    threads,
+    quick,
+    out,
+) -> None:
+    """Image-to-image unlearning (Li et al., ICLR 2024) on the MNIST I2I models: table.md, results.json, figures/.
+
+    \b
+    genunlearn bench i2i --threads 1 --out results/i2i
+    genunlearn bench i2i --retrained inpaint=runs/no1/model.safetensors --tasks inpaint --out runs/b
+    """
+    from dataclasses import replace
+
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.i2i_bench import I2IBenchSettings, run_bench
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def pairs(values: tuple[str, ...], name: str) -> dict[str, str]:
+        out_: dict[str, str] = {}
+        for v in values:
+            task, sep, path = v.partition("=")
+            if not sep or not path:
+                raise ConfigError(f"{name} takes TASK=PATH, got {v!r}")
+            out_[task.strip()] = path.strip()
+        return out_
+
+    settings = I2IBenchSettings.quick() if quick else I2IBenchSettings()
+    given = {
+        "tasks": tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+        "methods": tuple(m.strip() for m in methods.split(",")) if methods else None,
+        "forget": forget,
+        "seeds": seeds,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "alpha": alpha,
+        "gdiff_weight": gdiff_weight,
+        "beta_o": beta_o,
+        "proxy": proxy,
+        "proxy_dir": proxy_dir,
+        "eval_forget": eval_forget,
+        "eval_retain": eval_retain,
+        "retrained": pairs(retrained, "--retrained") or None,
+        "checkpoint": pairs(checkpoint, "--checkpoint") or None,
+    }
+    settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
+    data = run_bench(settings, out)
+    from genunlearn.experiments.i2i_bench import render_table
+
+    click.echo(render_table(data))
+
+
 @bench.command("celeba64")
 @click.option("--attr", "attributes", default="Male", show_default=True, help="Feature(s) to forget: Male, Eyeglasses.")
 @click.option("--attr-mode", type=click.Choice(["any", "all"]), default="any", show_default=True)

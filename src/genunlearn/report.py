@@ -822,6 +822,10 @@ def _kind_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
     """``table.md`` and ``table.csv`` beside a comparison's or a sample-level run's ``results.json``."""
     from genunlearn.checkpoints import atomic_write_csv
 
+    if data["kind"] == "i2i":
+        from genunlearn.experiments.i2i_bench import render_table as render_i2i
+
+        return [Output(results.parent / "table.md", render_i2i(dict(data)), results.name)]
     if data["kind"] == "compare":
         from genunlearn.experiments.compare import csv_rows, render_table
 
@@ -858,7 +862,7 @@ def _derived(path: Path) -> list[Output]:
     name = path.name
     if name == "results.json":
         data = load_data(path)
-        if isinstance(data, Mapping) and data.get("kind") in ("compare", "samples"):
+        if isinstance(data, Mapping) and data.get("kind") in ("compare", "samples", "i2i"):
             return _kind_outputs(path, data)
         if isinstance(data, Mapping) and {"rows", "settings", "original", "title"} <= set(data):
             return _bench_outputs(path)

@@ -150,8 +150,13 @@ def train_i2i(
         x_all = x_all[: config.train_images]
     n = x_all.shape[0]
     t0 = time.perf_counter()
-    bar = tqdm(range(start_epoch, config.epochs), desc=f"train i2i {config.task}", disable=not progress,
-               initial=start_epoch, total=config.epochs)  # fmt: skip
+    bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc=f"train i2i {config.task}",
+        disable=not progress,
+        initial=start_epoch,
+        total=config.epochs,
+    )
     for epoch in bar:
         if stop_after is not None and epoch - start_epoch >= stop_after:
             break
