@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from genunlearn.checkpoints import (
-    atomic_write,
     atomic_write_json,
     remove_stale_temporaries,
     safe_torch_load,
@@ -34,7 +32,7 @@ from genunlearn.objectives.i2i import I2IReconstruction, reconstruction_quality
 from genunlearn.outputs import check_writable
 from genunlearn.provenance import record_start, run_record
 from genunlearn.runinfo import resolve_device
-from genunlearn.train import _gen, training_mask
+from genunlearn.train import _gen, epoch_bar, training_mask, write_epoch
 
 _FILES = ("record.json", "checkpoint.pt", "model.safetensors", "state.json")
 
@@ -150,13 +148,7 @@ def train_i2i(
         x_all = x_all[: config.train_images]
     n = x_all.shape[0]
     t0 = time.perf_counter()
-    bar = tqdm(
-        range(start_epoch, config.epochs),
-        desc=f"train i2i {config.task}",
-        disable=not progress,
-        initial=start_epoch,
-        total=config.epochs,
-    )
+    bar = epoch_bar(f"train i2i {config.task}", start_epoch, config.epochs, progress)
     for epoch in bar:
         if stop_after is not None and epoch - start_epoch >= stop_after:
             break
@@ -172,16 +164,9 @@ def train_i2i(
             batches += 1
             bar.set_postfix(loss=f"{running / batches:.2f}")
         history.append({"epoch": epoch + 1, "train_loss": running / batches, "seconds": time.perf_counter() - t_epoch})
-        resumable = {
-            "config": asdict(config),
-            "epoch": epoch + 1,
-            "history": history,
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(),
-        }
-        atomic_write(ck_path, lambda tmp, s=resumable: torch.save(s, tmp))  # first: the one file resuming reads
-        save_weights(model, weights_path, metadata=_metadata(config, history))
-        atomic_write_json(out / "state.json", {"epoch": epoch + 1, "config": asdict(config), "history": history})
+        state = {"epoch": epoch + 1, "config": asdict(config), "history": history}
+        resumable = {**state, "model": model.state_dict(), "optimizer": opt.state_dict()}
+        write_epoch(out, resumable, state, model, _metadata(config, history))
     model.eval()
     test = test_set.flat_float().reshape(-1, 1, 28, 28)
     if config.eval_images:

@@ -24,6 +24,7 @@ from genunlearn.errors import CheckpointError, ConfigError
 from genunlearn.models.celeba_classifier import CelebAClassifier
 from genunlearn.models.celeba_vae import CelebAVAE
 from genunlearn.models.mnist_classifier import MNISTClassifier
+from genunlearn.models.mnist_i2i import MNISTI2I
 from genunlearn.models.mnist_vae import MNISTVAE
 from genunlearn.paths import cache_dir
 
@@ -142,18 +143,12 @@ register_model(
 )
 
 
-def _build_i2i(**options: Any) -> nn.Module:
-    from genunlearn.models.mnist_i2i import MNISTI2I
-
-    return MNISTI2I(**options)
-
-
 register_model(
     ModelSpec(
         name="mnist-i2i",
         kind="generator",
         description="MNIST image-to-image conv encoder-decoder (136,321 params), inpaint or outpaint (option task)",
-        build=_build_i2i,
+        build=lambda **kw: MNISTI2I(**kw),
         bundled="mnist-i2i-inpaint.safetensors",
         authors_file=None,
         dataset="mnist",
