@@ -238,3 +238,59 @@ def test_bench_settings_errors_are_one_line():
         I2IBenchSettings(tasks=("denoise",)).validate()
     with pytest.raises(ConfigError, match="retrained weights for inpaint not found"):
         I2IBenchSettings(retrained={"inpaint": "/nonexistent.safetensors"}).validate()
+
+
+@pytest.mark.parametrize("task", ["inpaint", "outpaint"])
+def test_bundled_models_reconstruct_and_their_bundle_trains_the_encoder_only(task: str):
+    import json
+
+    from genunlearn.data import load_dataset
+    from genunlearn.models.bundle import BuildContext, build_bundle
+    from genunlearn.models.registry import i2i_weights
+
+    record = json.loads(i2i_weights(task).with_suffix("").with_suffix(".record.json").read_text())
+    assert record["config"]["task"] == task and record["complete"]
+    bundle = build_bundle("mnist-i2i", {"task": task, "objective": "embedding"}, BuildContext(torch.device("cpu")))
+    model = bundle.adapter.model
+    assert {id(p) for p in bundle.adapter.trainable_parameters()} == {id(p) for p in model.encoder.parameters()}
+    assert isinstance(bundle.task, I2IEmbeddingTask)
+    assert bundle.info["noise"]["mean"] == pytest.approx(0.1307, abs=1e-3)
+    assert bundle.info["noise"]["std"] == pytest.approx(0.3081, abs=1e-3)
+    test = load_dataset("mnist", "test").flat_float()[:200].reshape(-1, 1, 28, 28)
+    assert bundle.task.retain_loss(model, test).item() == 0.0
+    q = reconstruction_quality(model, test)
+    assert q["psnr_full"] > 15 and q["l2_masked"] < 0.1  # trained: far better than a blank image (~10 dB)
+
+
+def test_bundle_errors_are_one_line():
+    from genunlearn.models.bundle import BuildContext, build_bundle
+    from genunlearn.models.registry import i2i_weights
+
+    ctx = BuildContext(torch.device("cpu"))
+    with pytest.raises(ConfigError, match="unknown I2I objective 'elbo'"):
+        build_bundle("mnist-i2i", {"objective": "elbo"}, ctx)
+    with pytest.raises(ConfigError, match="unknown I2I task"):
+        build_bundle("mnist-i2i", {"task": "colorize"}, ctx)
+    wrong = BuildContext(torch.device("cpu"), checkpoint=str(i2i_weights("outpaint")))
+    with pytest.raises(ConfigError, match="an I2I model for outpaint, not inpaint"):
+        build_bundle("mnist-i2i", {"task": "inpaint"}, wrong)
+
+
+def test_cli_unlearns_the_bundled_model_with_the_embedding_task(tmp_path, capsys):
+    from genunlearn.checkpoints import load_state, read_metadata
+    from genunlearn.models.registry import i2i_weights
+    from tests.test_cli import run
+
+    (tmp_path / "run.toml").write_text(
+        '[model]\nname = "mnist-i2i"\noptions = { task = "outpaint", objective = "embedding" }\n'
+        '[unlearn]\nmethod = "i2i"\nsteps = 3\nbatch_size = 8\n'
+    )
+    out = tmp_path / "u"
+    code, _, err = run(["unlearn", "--config", str(tmp_path / "run.toml"), "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    assert read_metadata(out / "model.safetensors")["build_options"]["task"] == "outpaint"
+    before, after = load_state(i2i_weights("outpaint")), load_state(out / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("encoder."))
+    code, _, err = run(["train", "dit", "--task", "inpaint", "--out", str(tmp_path / "d")], capsys)
+    assert code == 2 and "--task and --mask-size apply to the i2i model only" in err

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
@@ -248,6 +249,14 @@ def celeba64_vae(context: BuildContext, *, framing: str = "aligned", cache_image
 
 register_bundle("celeba64-vae", celeba64_vae)
 
+def _save_i2i(model: torch.nn.Module, out: Path) -> list[Path]:
+    """``model.safetensors`` with the build options (task, mask size), so ``load_model("mnist-i2i", path)``
+    rebuilds an unlearned outpainting model as one."""
+    from genunlearn.checkpoints import save_weights
+
+    return [save_weights(model, out / "model.safetensors", metadata={"build_options": model.build_options()})]
+
+
 #: What the ``mnist-i2i`` bundle's retain and forget losses are.
 I2I_OBJECTIVES = ("reconstruction", "embedding")
 
@@ -299,6 +308,7 @@ def mnist_i2i(
         data=TrainingData(images, train.labels, name=dataset),
         description=f"MNIST I2I {task} ({weights}) on {dataset}, {objective} objective",
         load_fresh=lambda: ModelAdapter(copy.deepcopy(original), frozen=frozen),
+        save=_save_i2i,
         info={
             "inputs": {
                 "i2i": str(weights),
