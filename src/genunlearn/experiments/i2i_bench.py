@@ -491,6 +491,9 @@ def run_bench(settings: I2IBenchSettings, out: str | Path, *, progress: bool = T
                 (lab, _masked_view(original, truth) if g is None else _decode_grid(g[side], len(truth)))
                 for lab, g in grid_rows
             ] + [("ground truth", truth)]
+            if side == "forget":  # what Li et al.'s forget target decodes to: the original model fed masked noise
+                with torch.no_grad():
+                    images.insert(2, ("noise input", original(sets.noise[: s.grid])))
             write_grids(
                 out / "figures" / f"{task}-{side}.png",
                 images,

@@ -249,6 +249,7 @@ def celeba64_vae(context: BuildContext, *, framing: str = "aligned", cache_image
 
 register_bundle("celeba64-vae", celeba64_vae)
 
+
 def _save_i2i(model: torch.nn.Module, out: Path) -> list[Path]:
     """``model.safetensors`` with the build options (task, mask size), so ``load_model("mnist-i2i", path)``
     rebuilds an unlearned outpainting model as one."""
