@@ -793,6 +793,15 @@ def _gen_samples(root: Path, args: list[str]) -> str:
     return body + f"\nData: `{path}`.\n"
 
 
+@generator("i2i", "I2I_RESULTS_JSON")
+def _gen_i2i(root: Path, args: list[str]) -> str:
+    """The I2I bench's summary table per task (genunlearn bench i2i)."""
+    from genunlearn.experiments.i2i_bench import render_summary
+
+    path = _args(args, 1, "i2i")[0]
+    return render_summary(load_data(root / path)) + f"Data: `{path}`; the full table: `{Path(path).parent}/table.md`.\n"
+
+
 # --- the report ---------------------------------------------------------------------------------------------
 @dataclass
 class Output:

@@ -395,6 +395,28 @@ def render_table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_summary(data: dict[str, Any]) -> str:
+    """A narrower table for the README: what forgetting and keeping look like per task and model."""
+    lines = []
+    for task, block in data["tasks"].items():
+        lines += [
+            f"**{task}** | forget ->1 | forget cos | forget FID | retain L2 hid | retain cos | retain acc | seconds",
+            "|---|" + "---:|" * 7,
+        ]
+        lines[-2] = "| " + lines[-2] + " |"
+        for row in block["rows"].values():
+            f, r = row["forget"], row.get("retain")
+            cells = [_cell(f["forget_rate"], ".3f"), _cell(f["cosine"], ".3f"), _cell(f["fid"], ".1f")]
+            if r is None:
+                cells += ["—"] * 3
+            else:
+                cells += [_cell(r["l2_masked"], ".4f"), _cell(r["cosine"], ".3f"), _cell(r["accuracy"], ".3f")]
+            cells.append(_cell(row.get("compute_s"), ".0f"))
+            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 # --- figures --------------------------------------------------------------------------------------------------
 def write_grids(path: Path, rows: list[tuple[str, torch.Tensor]], title: str) -> Path:
     """A grid PNG: one row of 28x28 images per ``(label, images)`` (one mosaic drawn on one axes: fast)."""
