@@ -35,7 +35,7 @@ PEERS = sorted(
 
 
 def test_every_peer_is_registered():
-    assert PEERS == ["amnesia", "esd", "gdiff", "ngdiff", "salun", "siss"]
+    assert PEERS == ["amnesia", "esd", "gdiff", "i2i", "ngdiff", "salun", "siss"]
 
 
 def _flat(tensors):

@@ -78,17 +78,19 @@ def methods() -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Choice(["vae", "classifier", "dit"]))
+@click.argument("model", type=click.Choice(["vae", "classifier", "dit", "i2i"]))
 @click.option("--dataset", default="mnist", show_default=True, help="IDX dataset name, or celeba64.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Directory with the IDX files.")
 @click.option(
     "--epochs",
     type=int,
     default=None,
-    help="Default: 200 (vae), 20 (classifier), 12 (dit); celeba64: 25 (vae), 12 (classifier).",
+    help="Default: 200 (vae), 20 (classifier), 12 (dit), 3 (i2i); celeba64: 25 (vae), 12 (classifier).",
 )
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW).")
+@click.option(
+    "--lr", type=float, default=None, help="Default: 1e-3 (vae, classifier; Adam), 5e-4 (dit; AdamW), 2e-3 (i2i; Adam)."
+)
 @click.option(
     "--lr-schedule",
     type=click.Choice(["constant", "cosine"]),
@@ -134,6 +136,13 @@ def methods() -> None:
 @click.option("--hflip/--no-hflip", default=None, help="celeba64: random horizontal flips [on].")
 @click.option("--widths", default=None, help="celeba64: channel widths, e.g. 32,64,128,256,512 (vae).")
 @click.option("--checkpoint-every", type=int, default=None, help="celeba64: checkpoint every N steps [50].")
+@click.option(
+    "--task",
+    type=click.Choice(["inpaint", "outpaint"]),
+    default=None,
+    help="i2i: inpaint (centre square hidden) or outpaint (all but the centre square hidden) [inpaint].",
+)
+@click.option("--mask-size", type=int, default=None, help="i2i: side of the centre square [14].")
 def train(
     model: str,
     dataset: str,
@@ -156,17 +165,24 @@ def train(
     hflip: bool | None,
     widths: str | None,
     checkpoint_every: int | None,
+    task: str | None,
+    mask_size: int | None,
 ) -> None:
-    """Train an original model: the paper's MNIST VAE or classifier, the class-conditional MNIST DiT, or the
-    CelebA 64x64 VAE or attribute classifier.
+    """Train an original model: the paper's MNIST VAE or classifier, the class-conditional MNIST DiT, the MNIST
+    image-to-image (inpainting / outpainting) model, or the CelebA 64x64 VAE or attribute classifier.
 
     \b
     genunlearn train vae --out runs/vae                          # the bundled model's recipe
     genunlearn train vae --exclude-class 1 --out runs/vae-no1    # retrained without digit 1
     genunlearn train vae --exclude-ids forget.txt --out runs/r   # retrained without those images
+    genunlearn train i2i --task outpaint --out runs/i2i-out      # the bundled outpainting model's recipe
     """
     from genunlearn.errors import ConfigError
 
+    if model != "i2i" and (task is not None or mask_size is not None):
+        raise ConfigError("--task and --mask-size apply to the i2i model only")
+    if exclude_ids and model == "i2i":
+        raise ConfigError("--exclude-ids is implemented for the IDX VAE and classifier only; i2i takes --exclude-class")
     if (exclude_class or exclude_ids) and (model == "dit" or dataset == "celeba64"):
         raise ConfigError("--exclude-class / --exclude-ids are implemented for the IDX VAE and classifier only")
     if dataset == "celeba64":
@@ -220,6 +236,25 @@ def train(
         record = train_dit(dit_config, out, resume=resume)
         click.echo(json.dumps(record["final"]))
         click.echo(f"weights (EMA): {Path(out) / 'model.safetensors'}")
+        return
+    if model == "i2i":
+        from genunlearn.train_i2i import I2ITrainConfig, train_i2i
+
+        i2i_config = I2ITrainConfig(
+            task=task or "inpaint",
+            mask_size=mask_size or 14,
+            dataset=dataset,
+            data_dir=data_dir,
+            epochs=epochs or 3,
+            batch_size=batch_size,
+            lr=lr or 2e-3,
+            seed=seed,
+            exclude_classes=_parse_classes(exclude_class) if exclude_class else (),
+            device=device,
+        )
+        record = train_i2i(i2i_config, out, resume=resume, overwrite=overwrite)
+        click.echo(json.dumps(record["final"]))
+        click.echo(f"weights: {Path(out) / 'model.safetensors'}")
         return
     from genunlearn.train import TrainConfig
     from genunlearn.train import train as run_train
@@ -830,6 +865,107 @@ def bench_mnist_dit(
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     result = run_dit_bench(out, settings=settings, checkpoint=checkpoint, methods=chosen, device=device)
     click.echo(result["table"])
+
+
+@bench.command("i2i")
+@click.option("--tasks", default=None, help="Comma-separated I2I tasks (default: inpaint,outpaint).")
+@click.option("--methods", default=None, help="Comma-separated methods (default: i2i,i2i-proxy,s,uno,gdiff).")
+@click.option("--forget", type=int, default=None, help="Digit to forget (default 1).")
+@click.option("--seeds", type=int, default=None, help="Default 3 (--quick: 1).")
+@click.option("--steps", type=int, default=None, help="Updates per run (default 100).")
+@click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-3).")
+@click.option("--batch-size", type=int, default=None, help="Retain and forget batch size (default 32).")
+@click.option("--alpha", type=float, default=None, help="i2i: weight of the forget (noise-embedding) term (default 1).")
+@click.option("--gdiff-weight", type=float, default=None, help="gdiff: lambda (default 1).")
+@click.option("--beta-o", type=float, default=None, help="uno: orthogonality weight (default 1e3).")
+@click.option(
+    "--proxy", type=click.Choice(["fashion-mnist", "mnist-test"]), default=None, help="Retain-free proxy data."
+)
+@click.option("--proxy-dir", type=click.Path(file_okay=False), default=None, help="IDX files of the proxy dataset.")
+@click.option("--eval-forget", type=int, default=None, help="Forget-digit test images measured (default 500).")
+@click.option("--eval-retain", type=int, default=None, help="Other-digit test images measured (default 1000).")
+@click.option(
+    "--retrained",
+    multiple=True,
+    metavar="TASK=PATH",
+    help="Weights of a model retrained without the forget digit (genunlearn train i2i --exclude-class), per task.",
+)
+@click.option("--checkpoint", multiple=True, metavar="TASK=PATH", help="Original weights per task (default: bundled).")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+@click.option("--quick", is_flag=True, help="A smoke run: inpaint, 1 seed, 2 updates, tiny samples.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
+def bench_i2i(
+    tasks,
+    methods,
+    forget,
+    seeds,
+    steps,
+    lr,
+    batch_size,
+    alpha,
+    gdiff_weight,
+    beta_o,
+    proxy,
+    proxy_dir,
+    eval_forget,
+    eval_retain,
+    retrained,
+    checkpoint,
+    threads,
+    quick,
+    out,
+) -> None:
+    """Image-to-image unlearning (Li et al., ICLR 2024) on the MNIST I2I models: table.md, results.json, figures/.
+
+    \b
+    genunlearn bench i2i --threads 1 --out results/i2i
+    genunlearn bench i2i --retrained inpaint=runs/no1/model.safetensors --tasks inpaint --out runs/b
+    """
+    from dataclasses import replace
+
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.i2i_bench import I2IBenchSettings, run_bench
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def pairs(values: tuple[str, ...], name: str) -> dict[str, str]:
+        out_: dict[str, str] = {}
+        for v in values:
+            task, sep, path = v.partition("=")
+            if not sep or not path:
+                raise ConfigError(f"{name} takes TASK=PATH, got {v!r}")
+            out_[task.strip()] = path.strip()
+        return out_
+
+    settings = I2IBenchSettings.quick() if quick else I2IBenchSettings()
+    given = {
+        "tasks": tuple(t.strip() for t in tasks.split(",")) if tasks else None,
+        "methods": tuple(m.strip() for m in methods.split(",")) if methods else None,
+        "forget": forget,
+        "seeds": seeds,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "alpha": alpha,
+        "gdiff_weight": gdiff_weight,
+        "beta_o": beta_o,
+        "proxy": proxy,
+        "proxy_dir": proxy_dir,
+        "eval_forget": eval_forget,
+        "eval_retain": eval_retain,
+        "retrained": pairs(retrained, "--retrained") or None,
+        "checkpoint": pairs(checkpoint, "--checkpoint") or None,
+    }
+    settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
+    data = run_bench(settings, out)
+    from genunlearn.experiments.i2i_bench import render_table
+
+    click.echo(render_table(data))
 
 
 @bench.command("celeba64")

@@ -75,7 +75,8 @@ class UnlearnConfig:
         forget_cap: ``s-asc``: ascent stops once the forget loss exceeds this multiple of its first value.
         beta_r: weight of the latent replacement term (``rep``).
         fd_eps: ``uno-fd``: relative finite-difference step of the Hessian-vector products.
-        forget_weight: ``gdiff``: weight lambda of the forget loss in ``L_r - lambda L_f``.
+        forget_weight: ``gdiff``: weight lambda of the forget loss in ``L_r - lambda L_f``; ``i2i``: weight alpha
+            of the (descended) forget loss in ``L_r + alpha L_f``.
         adaptive_step: ``ngdiff``: step size by the generalized Newton rule on the retain loss (NGDiff's
             automatic learning rate; acts with ``optimizer = "sgd"``, Adam normalises the scale away).
         saliency_fraction: ``salun``: fraction of the weights with the largest forget-gradient magnitude that

@@ -793,6 +793,15 @@ def _gen_samples(root: Path, args: list[str]) -> str:
     return body + f"\nData: `{path}`.\n"
 
 
+@generator("i2i", "I2I_RESULTS_JSON")
+def _gen_i2i(root: Path, args: list[str]) -> str:
+    """The I2I bench's summary table per task (genunlearn bench i2i)."""
+    from genunlearn.experiments.i2i_bench import render_summary
+
+    path = _args(args, 1, "i2i")[0]
+    return render_summary(load_data(root / path)) + f"Data: `{path}`; the full table: `{Path(path).parent}/table.md`.\n"
+
+
 # --- the report ---------------------------------------------------------------------------------------------
 @dataclass
 class Output:
@@ -837,6 +846,10 @@ def _kind_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
     """``table.md`` and ``table.csv`` beside a comparison's or a sample-level run's ``results.json``."""
     from genunlearn.checkpoints import atomic_write_csv
 
+    if data["kind"] == "i2i":
+        from genunlearn.experiments.i2i_bench import render_table as render_i2i
+
+        return [Output(results.parent / "table.md", render_i2i(dict(data)), results.name)]
     if data["kind"] == "compare":
         from genunlearn.experiments.compare import csv_rows, render_table
 
@@ -873,7 +886,7 @@ def _derived(path: Path) -> list[Output]:
     name = path.name
     if name == "results.json":
         data = load_data(path)
-        if isinstance(data, Mapping) and data.get("kind") in ("compare", "samples"):
+        if isinstance(data, Mapping) and data.get("kind") in ("compare", "samples", "i2i"):
             return _kind_outputs(path, data)
         if isinstance(data, Mapping) and {"rows", "settings", "original", "title"} <= set(data):
             if "guidance_scale" in data["settings"]:

@@ -237,13 +237,7 @@ def train(
     y_all = train_set.labels[keep].to(device)
     n = x_all.shape[0]
     t0 = time.perf_counter()
-    bar = tqdm(
-        range(start_epoch, config.epochs),
-        desc=f"train {config.model}",
-        disable=not progress,
-        initial=start_epoch,
-        total=config.epochs,
-    )
+    bar = epoch_bar(f"train {config.model}", start_epoch, config.epochs, progress)
     for epoch in bar:
         if stop_after is not None and epoch - start_epoch >= stop_after:
             break
@@ -271,20 +265,11 @@ def train(
             batches += 1
         history.append({"epoch": epoch + 1, "train_loss": running / batches})
         bar.set_postfix(loss=f"{running / batches:.3f}")
-        resumable = {
-            "config": asdict(config),
-            "epoch": epoch + 1,
-            "history": history,
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(),
-            "exclude_ids_sha256": ids_sha,
-        }
-        atomic_write(ck_path, lambda tmp, s=resumable: torch.save(s, tmp))  # first: the one file resuming reads
-        save_weights(model, weights_path, metadata=_metadata(config, history, build=build))
         state = {"epoch": epoch + 1, "config": asdict(config), "history": history}
         if ids_sha is not None:
             state["exclude_ids_sha256"] = ids_sha
-        atomic_write_json(state_path, state)
+        resumable = {**state, "model": model.state_dict(), "optimizer": opt.state_dict(), "exclude_ids_sha256": ids_sha}
+        write_epoch(out, resumable, state, model, _metadata(config, history, build=build))
         opt_path.unlink(missing_ok=True)  # an optimizer.pt of the old layout would now be stale
     model.eval()
     if is_vae:
@@ -312,6 +297,20 @@ def train(
     save_weights(model, weights_path, metadata=_metadata(config, history, final, build))
     atomic_write_json(out / "record.json", record)
     return record
+
+
+def epoch_bar(desc: str, start_epoch: int, epochs: int, progress: bool) -> tqdm:
+    """The progress bar over the epochs still to run (a resumed run starts at ``start_epoch``)."""
+    return tqdm(range(start_epoch, epochs), desc=desc, disable=not progress, initial=start_epoch, total=epochs)
+
+
+def write_epoch(out: Path, resumable: dict, state: dict, model: nn.Module, metadata: dict) -> None:
+    """Save a finished epoch: ``checkpoint.pt`` (``resumable``, tensors copied to the CPU) first — the one file
+    resuming reads — then ``model.safetensors`` (with ``metadata``) and ``state.json`` (``state``) for users."""
+    ck = {k: ({n: t.detach().cpu().clone() for n, t in v.items()} if k == "model" else v) for k, v in resumable.items()}
+    atomic_write(out / "checkpoint.pt", lambda tmp: torch.save(ck, tmp))
+    save_weights(model, out / "model.safetensors", metadata=metadata)
+    atomic_write_json(out / "state.json", state)
 
 
 _TRAIN_FILES = ("record.json", "checkpoint.pt", "model.safetensors", "optimizer.pt", "state.json")

@@ -383,7 +383,9 @@ class UnlearnSession:
     # --- running ---------------------------------------------------------------------------------------------
 
     def task(self, objective: ObjectiveConfig) -> Task:
-        """The task: class unlearning with the bundle's objective, or conditional replacement."""
+        """The task: class unlearning with the bundle's task or objective, or conditional replacement."""
+        if not self.conditional and self.bundle.task is not None:
+            return self.bundle.task
         obj = _with_reduction(self.bundle.objective, objective.loss_reduction)
         if not self.conditional:
             return StandardTask(obj)

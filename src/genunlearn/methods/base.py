@@ -36,7 +36,8 @@ class MethodParams:
             value at the first step.
         beta_r: weight of the latent replacement term (``rep`` methods).
         fd_eps: ``uno-fd`` only: relative finite-difference step (default ~ sqrt of float32 epsilon).
-        forget_weight: ``gdiff``: the weight lambda of the forget loss in ``L_r - lambda L_f``.
+        forget_weight: ``gdiff``: the weight lambda of the forget loss in ``L_r - lambda L_f``; ``i2i``: the weight
+            alpha of the (descended) forget loss in ``L_r + alpha L_f``.
         adaptive_step: ``ngdiff``: choose each step's size by the generalized Newton rule on the retain loss
             (Bu & Xu 2024, as NGDiff does); off: a fixed step ``lr`` along the normalised direction.
         saliency_fraction: ``salun``: fraction of the weights (largest forget-gradient magnitude) that train.

@@ -13,6 +13,8 @@ loop's optimizer applies the step). Sources and the choices made for each model 
                                                                         (Gandikota et al., ICCV 2023)
 - (SISS)    theta -= eta grad L_SISS (importance-sampled retain-minus-forget denoising loss)
                                                                         (Alberti et al., ICLR 2025)
+- (I2I)     theta -= eta grad[L_r + alpha L_f], both losses *descended*: with the I2I embedding task, L_r keeps
+            retain embeddings and L_f pulls forget embeddings to the noise embedding (Li et al., ICLR 2024)
 
 The model-specific parts — what "a mismatched target", "a surrogate", "replay", "the frozen model's guided
 prediction" are for a VAE or a diffusion model — are *terms* (:data:`~genunlearn.methods.base.TERMS`) that the
@@ -42,6 +44,25 @@ class GradientDifference(Method):
         l_r, l_f = ctx.retain_loss(), ctx.forget_loss()
         g_r, g_f = grad(l_r, ctx.params), grad(l_f, ctx.params)
         return _out(axpy(-ctx.hp.forget_weight, g_f, g_r), l_r, l_f, g_r, g_f)
+
+
+@register
+class I2IEmbeddingUnlearning(Method):
+    """(I2I, Li et al. ICLR 2024): descent on ``L_r + alpha L_f`` (``forget_weight`` = alpha).
+
+    Both terms are minimised: the task's forget loss is itself a target to reach (with
+    :class:`~genunlearn.objectives.i2i.I2IEmbeddingTask`: the forget images' embeddings pulled to the original
+    encoder's embedding of noise), not a loss to ascend. Train only the encoder (the task's model adapter freezes
+    the decoder).
+    """
+
+    name = "i2i"
+    summary = "I2I unlearning (Li et al. 2024): descent on L_r + alpha * L_f, L_f a target (embedding task)"
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        l_r, l_f = ctx.retain_loss(), ctx.forget_loss()
+        g_r, g_f = grad(l_r, ctx.params), grad(l_f, ctx.params)
+        return _out(axpy(ctx.hp.forget_weight, g_f, g_r), l_r, l_f, g_r, g_f)
 
 
 @register

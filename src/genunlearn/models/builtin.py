@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
@@ -247,3 +248,76 @@ def celeba64_vae(context: BuildContext, *, framing: str = "aligned", cache_image
 
 
 register_bundle("celeba64-vae", celeba64_vae)
+
+
+def _save_i2i(model: torch.nn.Module, out: Path) -> list[Path]:
+    """``model.safetensors`` with the build options (task, mask size), so ``load_model("mnist-i2i", path)``
+    rebuilds an unlearned outpainting model as one."""
+    from genunlearn.checkpoints import save_weights
+
+    return [save_weights(model, out / "model.safetensors", metadata={"build_options": model.build_options()})]
+
+
+#: What the ``mnist-i2i`` bundle's retain and forget losses are.
+I2I_OBJECTIVES = ("reconstruction", "embedding")
+
+
+def mnist_i2i(
+    context: BuildContext,
+    *,
+    task: str = "inpaint",
+    objective: str = "reconstruction",
+    train_decoder: bool = False,
+    noise_mean: float | None = None,
+    noise_std: float | None = None,
+) -> ModelBundle:
+    """The MNIST I2I model with its data, the MNIST classifier and an I2I objective (see the module docstring).
+
+    ``noise_mean`` / ``noise_std``: the embedding task's per-pixel Gaussian noise (default: the training images'
+    pixel mean and standard deviation, :mod:`genunlearn.objectives.i2i`).
+    """
+    from genunlearn.adapters import ModelAdapter
+    from genunlearn.models.mnist_i2i import MNISTI2I, check_task
+    from genunlearn.models.registry import i2i_weights
+    from genunlearn.objectives.i2i import I2IEmbeddingTask, I2IReconstruction, NoiseImages
+
+    _no_attributes(context, "mnist-i2i")
+    check_task(task)
+    if objective not in I2I_OBJECTIVES:
+        raise ConfigError(f"unknown I2I objective {objective!r}; use one of {', '.join(I2I_OBJECTIVES)}")
+    dataset, train, classifier = _mnist_images_and_classifier(context, "mnist-i2i")
+    images = train.flat_float().reshape(-1, 1, *train.images.shape[1:]).to(context.device)
+    weights = context.checkpoint or i2i_weights(task)
+    model = load_model("mnist-i2i", weights, device=context.device, allow_pickle=context.allow_pickle)
+    if not isinstance(model, MNISTI2I) or model.task != task:
+        raise ConfigError(f"{weights}: an I2I model for {getattr(model, 'task', '?')}, not {task} (set task)")
+    if images.shape[2:] != model.mask.shape[2:]:
+        raise ConfigError(f"{dataset} images are {tuple(images.shape[2:])}, the I2I model takes 28x28")
+    stats = images if noise_mean is None or noise_std is None else None
+    noise = NoiseImages(
+        mean=float(stats.mean()) if noise_mean is None else noise_mean,  # type: ignore[union-attr]
+        std=float(stats.std()) if noise_std is None else noise_std,  # type: ignore[union-attr]
+    )
+    original = copy.deepcopy(model).eval()
+    frozen = [] if train_decoder else ["decoder"]
+    return ModelBundle(
+        model=ModelAdapter(model, frozen=frozen),
+        objective=I2IReconstruction(reduction=context.loss_reduction),
+        task=I2IEmbeddingTask.from_model(model, noise=noise) if objective == "embedding" else None,
+        classifier=classifier,
+        num_classes=classifier.fc2.out_features,
+        data=TrainingData(images, train.labels, name=dataset),
+        description=f"MNIST I2I {task} ({weights}) on {dataset}, {objective} objective",
+        load_fresh=lambda: ModelAdapter(copy.deepcopy(original), frozen=frozen),
+        save=_save_i2i,
+        info={
+            "inputs": {
+                "i2i": str(weights),
+                "classifier": str(context.classifier_checkpoint or bundled_weights("mnist-classifier")),
+            },
+            "noise": {"mean": noise.mean, "std": noise.std},
+        },
+    )
+
+
+register_bundle("mnist-i2i", mnist_i2i)

@@ -149,6 +149,9 @@ class ModelBundle:
         peer_terms: optional ``peer_terms(names, objective_config, batch_size) -> {name: term}``: the peer
             methods' extra terms (:data:`genunlearn.methods.TERMS`) for a model that is neither a VAE nor
             trained with a ``DiffusionObjective`` (or to replace genunlearn's versions).
+        task: a task with its own retain and forget losses (``retain_loss(model, batch)``,
+            ``forget_loss(model, batch)``) used for class unlearning instead of ``StandardTask(objective)``
+            (e.g. the I2I embedding task of Li et al., :class:`~genunlearn.objectives.i2i.I2IEmbeddingTask`).
     """
 
     model: nn.Module | ModelAdapter
@@ -165,6 +168,7 @@ class ModelBundle:
     save: Callable[[nn.Module, Path], list[Path]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     peer_terms: Callable[..., Any] | None = None
+    task: Any = None
 
     @property
     def adapter(self) -> ModelAdapter:

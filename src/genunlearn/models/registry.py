@@ -5,7 +5,7 @@ cache (``$GENUNLEARN_CACHE/<name>/model.safetensors``, default ``~/.cache/genunl
 ``genunlearn train ...`` writes them, or from an explicit checkpoint.
 
 >>> sorted(MODELS)
-['celeba64-classifier', 'celeba64-vae', 'mnist-classifier', 'mnist-dit', 'mnist-vae']
+['celeba64-classifier', 'celeba64-vae', 'mnist-classifier', 'mnist-dit', 'mnist-i2i', 'mnist-vae']
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from genunlearn.errors import CheckpointError, ConfigError
 from genunlearn.models.celeba_classifier import CelebAClassifier
 from genunlearn.models.celeba_vae import CelebAVAE
 from genunlearn.models.mnist_classifier import MNISTClassifier
+from genunlearn.models.mnist_i2i import MNISTI2I
 from genunlearn.models.mnist_vae import MNISTVAE
 from genunlearn.paths import cache_dir
 
@@ -140,6 +141,26 @@ register_model(
         dataset="mnist",
     )
 )
+
+
+register_model(
+    ModelSpec(
+        name="mnist-i2i",
+        kind="generator",
+        description="MNIST image-to-image conv encoder-decoder (136,321 params), inpaint or outpaint (option task)",
+        build=lambda **kw: MNISTI2I(**kw),
+        bundled="mnist-i2i-inpaint.safetensors",
+        authors_file=None,
+        dataset="mnist",
+    )
+)
+
+
+def i2i_weights(task: str) -> Path:
+    """The bundled weights of the MNIST I2I model for ``task`` (``"inpaint"`` or ``"outpaint"``)."""
+    from genunlearn.models.mnist_i2i import check_task
+
+    return bundled_weights("mnist-i2i").with_name(f"mnist-i2i-{check_task(task)}.safetensors")
 
 
 def get_spec(name: str) -> ModelSpec:
