@@ -827,14 +827,12 @@ def _bench_outputs(results: Path) -> list[Output]:
     return [Output(results.parent / "table.md", table, src), Output(results.parent / "table.csv", csv_text, src)]
 
 
-def _dit_bench_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
-    """``table.md`` and ``table.csv`` beside a DiT bench's ``results.json`` (``genunlearn bench mnist-dit``)."""
+def _table_outputs(results: Path, table: str, rows: list[dict]) -> list[Output]:
+    """``table.md`` (``table``) and ``table.csv`` (``rows``, written as the benches write it) beside ``results``."""
     from genunlearn.checkpoints import atomic_write_csv
-    from genunlearn.experiments.dit_bench import csv_rows, render_table, settings_from
 
-    table = render_table(data["rows"], data["original"], settings_from(dict(data)), data["title"]) + "\n"
     with tempfile.TemporaryDirectory() as tmp:
-        atomic_write_csv(Path(tmp) / "table.csv", csv_rows(data["rows"]))
+        atomic_write_csv(Path(tmp) / "table.csv", rows)
         csv_text = (Path(tmp) / "table.csv").read_text()
     return [
         Output(results.parent / "table.md", table, results.name),
@@ -842,10 +840,16 @@ def _dit_bench_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
     ]
 
 
+def _dit_bench_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
+    """``table.md`` and ``table.csv`` beside a DiT bench's ``results.json`` (``genunlearn bench mnist-dit``)."""
+    from genunlearn.experiments.dit_bench import csv_rows, render_table, settings_from
+
+    table = render_table(data["rows"], data["original"], settings_from(dict(data)), data["title"]) + "\n"
+    return _table_outputs(results, table, csv_rows(data["rows"]))
+
+
 def _kind_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
     """``table.md`` and ``table.csv`` beside a comparison's or a sample-level run's ``results.json``."""
-    from genunlearn.checkpoints import atomic_write_csv
-
     if data["kind"] == "i2i":
         from genunlearn.experiments.i2i_bench import render_table as render_i2i
 
@@ -858,13 +862,7 @@ def _kind_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
         from genunlearn.experiments.samples import _csv, render_samples
 
         table, rows = render_samples(dict(data)), _csv(dict(data))
-    with tempfile.TemporaryDirectory() as tmp:
-        atomic_write_csv(Path(tmp) / "table.csv", rows)
-        csv_text = (Path(tmp) / "table.csv").read_text()
-    return [
-        Output(results.parent / "table.md", table, results.name),
-        Output(results.parent / "table.csv", csv_text, results.name),
-    ]
+    return _table_outputs(results, table, rows)
 
 
 def _sweep_outputs(cells_path: Path) -> list[Output]:
