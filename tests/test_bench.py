@@ -94,12 +94,21 @@ def test_quick_bench_end_to_end_and_resume(tmp_path, capsys):
     raw = json.loads((out / "runs" / "uno" / "seed1.json").read_text())  # compact on disk, with provenance
     assert raw["curve"]["forget_fraction_robust"]["n"] == 256
     assert [k / 256 for k in raw["curve"]["forget_fraction_robust"]["counts"]] == rec["curve"]["forget_fraction_robust"]
+    # collateral on the robust monitor's latents: 0 before the first update, stored as counts of retained inputs
+    n_kept = rec["collateral_retained_inputs"]
+    assert raw["curve"]["collateral_robust"]["n"] == n_kept and 0 < n_kept < 256
+    assert rec["curve"]["collateral_robust"][0] == 0.0 and len(rec["curve"]["collateral_robust"]) == 13
+    assert rec["collateral_final_robust"] == rec["curve"]["collateral_robust"][-1] > 0  # 12 UNO updates move some
+    assert 0 <= rec["retained_tv_final_robust"] <= 1
+    assert raw["provenance"]["machine"]["load_average"] is not None
     assert raw["provenance"]["command"]["line"] == shlex.join(["genunlearn", *argv])
     stats = results["rows"][0]["stats"]
     assert stats["seeds"] == [0, 1] and len(stats["updates_to_unlearn_robust"]["per_seed"]) == 2
     assert results["provenance"]["config"]["entries"] == ["s", "uno", "a"]
     assert results["run_provenance"]["runs"] == 6 and results["run_provenance"]["without_provenance"] == 0
     assert run_report(out, check=True) == []  # table.md / table.csv regenerate from results.json
+    assert results["rows"][0]["collateral_final_robust"][0] is not None
+    assert "collateral (%)" in (out / "table.md").read_text()
     assert "Gradient surgery (S)" in stdout
     stamp = (out / "runs" / "uno" / "seed1.json").stat().st_mtime_ns
     assert run(argv, capsys)[0] == 0  # resumed: finished seeds are not recomputed

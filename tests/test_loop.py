@@ -143,6 +143,37 @@ def test_monitor_leaves_model_untouched_and_counts():
         assert torch.equal(v, before[k]), k
 
 
+def test_monitor_reference_reports_collateral_of_retained_inputs_only():
+    # "generator": the model's bias picks each latent's class as argmax(z + bias); the classifier is identity
+    class Shift(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(3))
+
+    latents = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    mon = ForgetMonitor(
+        generate=lambda m, z: z + m.bias,
+        classifier=torch.nn.Identity(),
+        latents=latents,
+        forget_classes=[1],
+        num_classes=3,
+    )
+    model = Shift()
+    assert mon.measure(model).collateral is None  # no reference: no collateral
+    assert mon.set_reference(model).tolist() == [0, 1, 2, 2]
+    r = mon.measure(model)
+    assert (r.collateral, r.changed, r.retained_inputs, r.retained_tv) == (0.0, 0, 3, 0.0)
+    with torch.no_grad():
+        model.bias.copy_(torch.tensor([0.0, -5.0, 1.5]))  # the 1 (forget) and the 0 both become 2
+    r = mon.measure(model)
+    assert r.fraction == 0.0 and (r.changed, r.retained_inputs) == (1, 3)  # the forget input does not count
+    assert r.collateral == pytest.approx(1 / 3)
+    # retained proportions: original 0:1/3, 2:2/3; now 2:1 -> TV 1/3
+    assert r.retained_tv == pytest.approx(1 / 3)
+    with pytest.raises(ConfigError, match="reference predictions"):
+        ForgetMonitor(lambda m, z: z, torch.nn.Identity(), latents, [1], reference=torch.zeros(3, dtype=torch.long))
+
+
 def test_wilson_interval_known_value():
     lo, hi = wilson_interval(10, 100)
     assert lo == pytest.approx(0.0552, abs=1e-4) and hi == pytest.approx(0.1744, abs=1e-4)

@@ -44,6 +44,8 @@ def test_run_record_has_command_config_revision_versions_machine_date(monkeypatc
     assert rec["versions"]["torch"] and rec["versions"]["genunlearn"]
     assert rec["machine"]["logical_cpus"] >= 1 and rec["machine"]["torch_threads"] >= 1 and rec["machine"]["cpu"]
     assert "cuda" in rec["machine"]
+    load = rec["machine"]["load_average"]
+    assert load is None or (len(load) == 3 and all(x >= 0 for x in load))
     assert datetime.fromisoformat(rec["date"]).utcoffset().total_seconds() == 0
     missing = {"path": "does/not/exist.safetensors", "sha256": None, "bytes": None}
     assert rec["inputs"] == {"missing": missing, "none": None}

@@ -359,7 +359,8 @@ def unlearn(
         hat: the classifier term, required by classifier-assisted methods.
         replacement: the latent replacement term (:class:`~genunlearn.objectives.LatentReplacement`),
             required by ``rep`` methods.
-        monitor: measures the forget fraction before the first and after every update (drives stopping).
+        monitor: measures the forget fraction before the first and after every update (drives stopping); with
+            a reference (``ForgetMonitor.set_reference``) its readings also log ``collateral`` and ``retained_tv``.
         extra_monitors: further monitors, logged as ``forget_fraction_<name>`` (not used for stopping).
         log_path: if given, the per-step log is written there as CSV.
         progress: show a progress bar.
@@ -531,6 +532,8 @@ def _run(
                 if monitor is not None:
                     r = monitor.measure(model)
                     readings.update(forget_fraction=r.fraction, ff_ci_low=r.ci_low, ff_ci_high=r.ci_high)
+                    if r.collateral is not None:
+                        readings.update(collateral=r.collateral, retained_tv=r.retained_tv)
                 for name, extra in (extra_monitors or {}).items():
                     readings[f"forget_fraction_{name}"] = extra.measure(model).fraction
         if dp is not None and (monitor is not None or extra_monitors):

@@ -10,7 +10,7 @@ number can be traced to the exact command line and commit that produced it::
      "git": {"commit": "32826ec...", "dirty": false, "dirty_files": [], "branch": "main"},
      "versions": {"python": "3.11.7", "torch": "2.13.0+cpu", ...},
      "machine": {"cpu": "AMD EPYC 7B13", "logical_cpus": 2, "usable_cpus": 2, "torch_threads": 1,
-                 "memory_gib": 24.0, "cuda": null},
+                 "memory_gib": 24.0, "cuda": null, "load_average": [1.02, 1.1, 0.97]},
      "inputs": {"vae": {"path": "...", "sha256": "...", "bytes": 2533224}},
      "date": "2026-11-24T10:00:00+00:00"}
 
@@ -189,7 +189,12 @@ def _memory_gib() -> float | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, logical and usable CPUs, torch threads, memory, CUDA device names (``None`` without CUDA)."""
+    """CPU model, logical and usable CPUs, torch threads, memory, CUDA device names (``None`` without CUDA).
+
+    ``load_average`` is the system's 1-, 5- and 15-minute load average when the record is made (this
+    process included; ``None`` where the OS has none): a load well above ``torch_threads`` while a timed run
+    went on means other jobs shared the CPUs, and its times are not the machine's.
+    """
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -197,6 +202,10 @@ def machine_info() -> dict[str, Any]:
     cuda = None
     if torch.cuda.is_available():
         cuda = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
     return {
         "cpu": _cpu_model(),
         "arch": platform.machine(),
@@ -205,6 +214,7 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "memory_gib": _memory_gib(),
         "cuda": cuda,
+        "load_average": load,
     }
 
 

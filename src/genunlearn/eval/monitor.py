@@ -6,6 +6,11 @@ monitoring does not change the run it observes. Two settings are standard in gen
 - reference: 128 latents fixed per run, generator in train mode (BatchNorm batch statistics), as the
   UNO authors' code;
 - robust: >= 1,024 latents fixed per seed, generator in eval mode, with a Wilson confidence interval.
+
+Given the original model's predictions on the same latents (:meth:`ForgetMonitor.set_reference`), every
+reading also carries the collateral change (:mod:`genunlearn.eval.collateral`): the share of latents whose
+original sample was a retained class and whose class is now different, and the total-variation distance of
+the retained-class proportions.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 
 from genunlearn.adapters import preserved_modes
 from genunlearn.errors import ConfigError
+from genunlearn.eval.collateral import CollateralChange
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -38,7 +44,12 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class MonitorReading:
-    """One measurement: ``fraction`` of ``n`` samples classified into a forget class, CI and class counts."""
+    """One measurement: ``fraction`` of ``n`` samples classified into a forget class, CI and class counts.
+
+    With a reference (:meth:`ForgetMonitor.set_reference`) also the collateral change against the original:
+    ``collateral`` = ``changed / retained_inputs`` (latents whose original sample was a retained class and
+    whose class changed) and ``retained_tv``; all ``None`` without a reference.
+    """
 
     fraction: float
     count: int
@@ -46,6 +57,10 @@ class MonitorReading:
     ci_low: float
     ci_high: float
     class_counts: tuple[int, ...]
+    collateral: float | None = None
+    changed: int | None = None
+    retained_inputs: int | None = None
+    retained_tv: float | None = None
 
 
 @dataclass
@@ -60,6 +75,8 @@ class ForgetMonitor:
         mode: ``"train"`` (BatchNorm batch statistics, the reference setting) or ``"eval"``.
         num_classes: classifier's number of classes.
         batch_size: generation batch size (in train mode the whole set is one batch, as in the reference).
+        reference: the original model's predicted class per latent (:meth:`set_reference`); when set, every
+            reading also reports the collateral change.
     """
 
     generate: Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -69,11 +86,19 @@ class ForgetMonitor:
     mode: str = "eval"
     num_classes: int = 10
     batch_size: int = 4096
+    reference: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "eval"):
             raise ConfigError(f"monitor mode must be 'train' or 'eval', got {self.mode!r}")
         self.classifier.eval()
+        if self.reference is not None and self.reference.numel() != len(self.latents):
+            raise ConfigError(f"{self.reference.numel()} reference predictions for {len(self.latents)} latents")
+
+    def set_reference(self, model: nn.Module) -> torch.Tensor:
+        """Classify ``model``'s samples (the original) as the reference of the collateral change; returns them."""
+        self.reference = self.predict(model).cpu()
+        return self.reference
 
     @torch.no_grad()
     def predict(self, model: nn.Module) -> torch.Tensor:
@@ -100,4 +125,15 @@ class ForgetMonitor:
         k = int(counts[list(self.forget_classes)].sum())
         n = int(pred.numel())
         lo, hi = wilson_interval(k, n)
-        return MonitorReading(k / n, k, n, lo, hi, tuple(int(c) for c in counts))
+        extra: dict[str, float | int | None] = {}
+        if self.reference is not None:
+            metric = CollateralChange(self.num_classes, list(self.forget_classes))
+            metric.update(self.reference, pred)
+            c = metric.compute()
+            extra = {
+                "collateral": c["changed_share"],
+                "changed": c["changed"],
+                "retained_inputs": c["retained_inputs"],
+                "retained_tv": c["retained_tv"],
+            }
+        return MonitorReading(k / n, k, n, lo, hi, tuple(int(c) for c in counts), **extra)

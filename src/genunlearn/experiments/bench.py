@@ -183,16 +183,19 @@ def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -
     cfg, objective = entry_config(entry, s, seed)
     ref = setup.monitor(seed + 1000, n=s.ref_monitor_samples, mode="train")
     robust = setup.monitor(seed, n=s.robust_monitor_samples, mode="eval")
+    robust.set_reference(setup.fresh_model())  # every robust reading also measures the collateral change
     model, result = setup.run(cfg, objective, monitor=robust, extra_monitors={"ref": ref}, progress=False)
     log = result.log
     ff_robust = [row.get("forget_fraction", math.nan) for row in log]
     ff_ref = [row.get("forget_fraction_ref", math.nan) for row in log]
+    collateral = [row.get("collateral", math.nan) for row in log]
     times = [row["compute_time_s"] for row in log]
     fids = setup.fid(model, s.fid_samples, seed)
-    final_counts = robust.measure(model).class_counts
+    final = robust.measure(model)
+    final_counts = final.class_counts
 
-    def at(i: int | None) -> float | None:
-        return None if i is None else times[i]
+    def at(i: int | None, curve: list[float] = times) -> float | None:
+        return None if i is None else curve[i]
 
     u_ref, u_rob = first_below(ff_ref, s.threshold), first_below(ff_robust, s.threshold)
     st_ref, st_rob = stays_below(ff_ref, s.threshold), stays_below(ff_robust, s.threshold)
@@ -218,7 +221,16 @@ def run_one(setup: MnistSetup, entry: BenchEntry, s: BenchSettings, seed: int) -
         "fid_final": fids["fid"],
         "fid_retain_final": fids["fid_retain"],
         "class_counts_final_robust": list(final_counts),
-        "curve": {"forget_fraction_robust": ff_robust, "forget_fraction_ref": ff_ref, "compute_time_s": times},
+        "collateral_at_unlearn_robust": at(u_rob, collateral),
+        "collateral_final_robust": final.collateral,
+        "retained_tv_final_robust": final.retained_tv,
+        "collateral_retained_inputs": final.retained_inputs,
+        "curve": {
+            "forget_fraction_robust": ff_robust,
+            "forget_fraction_ref": ff_ref,
+            "collateral_robust": collateral,
+            "compute_time_s": times,
+        },
         "config": asdict(cfg),
         "objective": asdict(objective),
         "provenance": run_record(
@@ -263,6 +275,8 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], s: Bench
             row[f"updates_to_unlearn_{mon}"] = _mean_std([r[f"updates_to_unlearn_{mon}"] for r in reached])
             row[f"updates_to_stay_{mon}"] = _mean_std([r[f"updates_to_stay_{mon}"] for r in stayed])
             row[f"forget_fraction_final_{mon}"] = _mean_std([r[f"forget_fraction_final_{mon}"] for r in recs])
+        for key in ("collateral_at_unlearn_robust", "collateral_final_robust", "retained_tv_final_robust"):
+            row[key] = _mean_std([r.get(key) for r in recs])  # (None, None) for records made before collateral
         row["held_robust"] = sum(
             held_below(r["curve"]["forget_fraction_robust"], s.threshold, s.hold) is True for r in recs
         )
@@ -283,13 +297,27 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], s: Bench
     return rows
 
 
+def _collateral(row: dict[str, Any]) -> str:
+    """``at first below · final; TV`` in percent (mean (std)), ``—`` where not recorded."""
+
+    def percent(ms: Any) -> tuple[float | None, float | None]:
+        return tuple(None if v is None else 100 * v for v in (ms or (None, None)))  # type: ignore[return-value]
+
+    pct = [
+        _fmt(percent(row.get(k)), ".1f")
+        for k in ("collateral_at_unlearn_robust", "collateral_final_robust", "retained_tv_final_robust")
+    ]
+    return "—" if all(p == "—" for p in pct) else f"{pct[0]} · {pct[1]}; {pct[2]}"
+
+
 def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchSettings, title: str) -> str:
     """Markdown in the layout of the paper's Tables 1 and 3 (mean (std) over seeds)."""
     head = (
         "| algorithm | time to unlearn (s), ref monitor | updates to unlearn, ref | updates to unlearn, robust "
         "| updates until it stays < thr., robust | reached ref · robust · stayed · held | FID (all digits) "
-        "| FID (retain digits) | fidelity | time per step (ms): median · mean |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        "| FID (retain digits) | fidelity | collateral (%): at first < thr. · final; retained TV (%) "
+        "| time per step (ms): median · mean |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     out = [
         f"# {title}",
@@ -301,7 +329,11 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
         f"seeds that reached the threshold. Fidelity ✓: mean retain-digit FID within +{s.fidelity_margin} "
         f"of the original's. Held: seeds whose robust reading stayed below the threshold for the {s.hold} updates "
         "after it first got there (no rebound). Time per step: per-seed median and mean step time, mean (std) over "
-        "seeds; alternating methods also give the median of their even / odd steps (e.g. UNO / S for UNO-S).",
+        "seeds; alternating methods also give the median of their even / odd steps (e.g. UNO / S for UNO-S). "
+        "Collateral: on the robust monitor's latents, the share of those whose original sample was a retained "
+        "digit that now decode to another digit (ideal 0), at the first reading below the threshold (seeds that "
+        "reached) and after the last update; retained TV: total-variation distance of the retained digits' "
+        "proportions from the original's after the last update (— for runs made before it was recorded).",
         "",
     ]
     for table, heading in TABLE_TITLES.items():
@@ -323,7 +355,7 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
                 f"| {r['reached_ref']}/{r['seeds']} · {r['reached_robust']}/{r['seeds']} · "
                 f"{r['stayed_robust']}/{r['seeds']} · {r['held_robust']}/{r['seeds']} "
                 f"| {_fmt(r['fid'], '.1f')} | {_fmt(r['fid_retain'], '.1f')} "
-                f"| {'✓' if r['fidelity'] else '✗'} | {tps} |"
+                f"| {'✓' if r['fidelity'] else '✗'} | {_collateral(r)} | {tps} |"
             )
         out.append("")
     return "\n".join(out)
@@ -399,6 +431,8 @@ def run_bench(
                 "forget_fraction_robust": settings.robust_monitor_samples,
                 "forget_fraction_ref": settings.ref_monitor_samples,
             }
+            if rec.get("collateral_retained_inputs"):
+                monitor_n["collateral_robust"] = rec["collateral_retained_inputs"]
             write_seed_record(path, rec, monitor_n)
             if seed == 0:  # kept for the figures (weights are not committed: see .gitignore)
                 save_weights(model, path.with_suffix(".safetensors"))

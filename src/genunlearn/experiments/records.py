@@ -1,11 +1,12 @@
 """Per-seed benchmark records small enough to commit, and the per-entry statistics quoted from them.
 
-A bench record (``runs/<entry>/seed<k>.json``) holds three curves of one reading per update (531 for
-K = 530): the forget fraction on the two monitors and the cumulative compute time. On disk they are stored
-exactly but compactly:
+A bench record (``runs/<entry>/seed<k>.json``) holds curves of one reading per update (531 for K = 530):
+the forget fraction on the two monitors, the collateral change on the robust monitor (records made since it
+was added) and the cumulative compute time. On disk they are stored exactly but compactly:
 
 - forget fractions as integer counts out of the monitor's ``n`` latents (a fraction *is* ``k / n``; the
-  encoding is used only when ``count / n`` gives back the very same float, otherwise the floats are kept);
+  encoding is used only when ``count / n`` gives back the very same float, otherwise the floats are kept),
+  the collateral change likewise out of its retained inputs;
 - compute time as cumulative integer microseconds.
 
 ``{"forget_fraction_robust": {"n": 1024, "counts": [91, 88, ...]}, "compute_time_s": {"unit": 1e-06,
@@ -130,6 +131,9 @@ VALUE_FIELDS = (
     "forget_fraction_final_robust",
     "forget_fraction_final_ref",
     "time_per_step_s",
+    "collateral_at_unlearn_robust",
+    "collateral_final_robust",
+    "retained_tv_final_robust",
 )
 
 
