@@ -115,3 +115,26 @@ def test_quick_bench_end_to_end_and_resume(tmp_path, capsys):
     assert (out / "runs" / "uno" / "seed1.json").stat().st_mtime_ns == stamp
     code, _, err = run(["bench", "mnist", "--quick", "--methods", "zzz", "--out", str(out)], capsys)
     assert code == 2 and "unknown bench entries" in err
+    # the audit of the seed-0 models becomes the table's last section (bench and report alike)
+    clf = "src/genunlearn/models/weights/mnist-classifier.safetensors"
+    audit = ["audit", "--forget", "1", "--independent-classifier", clf, "--starts", "4", "--search-steps", "2"]
+    audit += ["--grid", "5", "--relearn-at", "1", "--relearn-forget", "0,1", "--relearn-seeds", "1", "--quiet"]
+    audit += ["--unlearned", f"a={out / 'runs' / 'a' / 'seed0.safetensors'}", "--out", str(out / "audit")]
+    code, _, err = run(audit, capsys)
+    assert code == 0, err
+    assert "Audit of the seed-0 models" not in (out / "table.md").read_text()
+    assert run_report(out, check=True) != []  # table.md is stale once the audit exists
+    assert run(argv, capsys)[0] == 0
+    table = (out / "table.md").read_text()
+    section = table[table.index("## Audit of the seed-0 models") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| algorithm")]
+    assert [r.split(" | ")[0] for r in rows] == ["| original", "| Gradient ascent (A)"]  # only audited entries
+    audited = json.loads((out / "audit" / "audit.json").read_text())["models"][1]
+    assert rows[1].split(" | ")[1] == f"{100 * audited['verdict']['checks']['prior']['value']:.1f}%"
+    assert rows[0].endswith("| reference |") and "relearn, 1 forget examples (k = 1)" in section
+    assert run_report(out, check=True) == []
+    doc = out / "README.md"  # the same rows as a generated block of a results README
+    doc.write_text("<!-- begin generated: bench-audit results.json -->\n<!-- end generated: bench-audit -->\n")
+    assert run_report(out, check=True) != []
+    run_report(out)
+    assert all(r in doc.read_text() for r in rows) and run_report(out, check=True) == []

@@ -434,6 +434,18 @@ def _gen_bench_robust(root: Path, args: list[str]) -> str:
     return "\n".join(out)
 
 
+@generator("bench-audit", "BENCH_RESULTS_JSON")
+def _gen_bench_audit(root: Path, args: list[str]) -> str:
+    from genunlearn.experiments.bench import AUDIT_FILE, audit_table, read_bench_audit
+
+    path = root / _args(args, 1, "bench-audit")[0]
+    audit = read_bench_audit(path.parent)
+    if audit is None:
+        raise ReportError(f"bench-audit: no {AUDIT_FILE} beside {args[0]}")
+    rows = load_data(path)["rows"]
+    return "\n".join([*audit_table(audit, rows), "", f"Data: `{Path(args[0]).parent / AUDIT_FILE}`.", ""])
+
+
 @generator("sweep-by", "X_PARAM CELLS_JSONL")
 def _gen_sweep_by(root: Path, args: list[str]) -> str:
     from genunlearn.experiments.sweep_summary import read_cells, summary_rows, sweep_hold
@@ -813,12 +825,13 @@ class Output:
 
 
 def _bench_outputs(results: Path) -> list[Output]:
-    from genunlearn.experiments.bench import BenchSettings, render_table, write_csv
+    from genunlearn.experiments.bench import BenchSettings, read_bench_audit, render_table, write_csv
 
     data = load_data(results)
     fields = {f.name for f in dataclasses.fields(BenchSettings)}
     settings = BenchSettings(**{k: v for k, v in data["settings"].items() if k in fields})
-    table = render_table(data["rows"], data["original"], settings, data["title"]) + "\n"
+    audit = read_bench_audit(results.parent)
+    table = render_table(data["rows"], data["original"], settings, data["title"], audit=audit) + "\n"
     rows = [{k: (tuple(v) if isinstance(v, list) and len(v) == 2 else v) for k, v in r.items()} for r in data["rows"]]
     with tempfile.TemporaryDirectory() as tmp:
         write_csv(rows, Path(tmp) / "table.csv")

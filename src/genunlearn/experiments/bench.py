@@ -310,8 +310,106 @@ def _collateral(row: dict[str, Any]) -> str:
     return "—" if all(p == "—" for p in pct) else f"{pct[0]} · {pct[1]}; {pct[2]}"
 
 
-def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchSettings, title: str) -> str:
-    """Markdown in the layout of the paper's Tables 1 and 3 (mean (std) over seeds)."""
+AUDIT_FILE = Path("audit") / "audit.json"
+
+
+def read_bench_audit(out: str | Path) -> dict[str, Any] | None:
+    """The audit of a bench's seed-0 models (``OUT/audit/audit.json``, made by ``genunlearn audit``), if any."""
+    import json
+
+    path = Path(out) / AUDIT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable audit ({e})") from e
+
+
+def audit_table(audit: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table lines: one row per audited model (the original first), in the order of the bench's rows.
+
+    Values are the audit's checks (``docs/audit.md``): the prior forget fraction and the relearning after the
+    most retain-only updates are the largest over the detectors; the input search and the prior mass count
+    samples confident under every detector; relearning with forget examples is the attacked detector's reading.
+    A model that passes but misses the bench's fidelity mark reads "pass, fidelity ✗": it forgot more than the
+    class.
+    """
+    from genunlearn.experiments.audit import audit_headline
+
+    models = {m["name"]: m for m in audit["models"]}
+    k, most = max(audit["settings"]["relearn_at"]), max(audit["settings"]["relearn_forget"])
+    out = [
+        f"| algorithm | prior | input search | prior mass | relearn, retain only (k = {k}) "
+        f"| relearn, {most} forget examples (k = {k}) | pass |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def pct(v: Any) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    fidelity = {r["entry"]: r["fidelity"] for r in rows}
+    order = [("original", "original")] + [(r["entry"], r["label"]) for r in rows]
+    for name, label in order:
+        m = models.get(name)
+        if m is None:
+            continue
+        c, h = m["verdict"]["checks"], audit_headline(m)
+        if m["kind"] == "original":
+            verdict = "reference"
+        elif not m["verdict"]["pass"]:
+            verdict = "fail"
+        else:
+            verdict = "**pass**" if fidelity.get(name, True) else "pass, fidelity ✗"
+        out.append(
+            f"| {label} | {pct(c['prior']['value'])} | {pct(c['input_search']['value'])} "
+            f"| {pct(c['prior_mass']['value'])} | {pct(c['relearn_retain']['value'])} | {pct(h['relearn_forget'])} "
+            f"| {verdict} |"
+        )
+    missing = sorted(set(models) - {n for n, _ in order})
+    if missing:
+        out += ["", f"Audited models that are not bench entries (in `audit/audit.md`): {', '.join(missing)}."]
+    return out
+
+
+def audit_legend(audit: dict[str, Any]) -> str:
+    """What the columns of :func:`audit_table` mean, with the audit's settings and detectors."""
+    set_ = audit["settings"]
+    k, most = max(set_["relearn_at"]), max(set_["relearn_forget"])
+    detectors = ", ".join(
+        f"`{d['name']}` = {Path(d['checkpoint']).name}{' (bn1 applied)' if d.get('use_bn') else ''}"
+        for d in audit["detectors"]
+    )
+    return (
+        f"`genunlearn audit` on each entry's seed-0 model after K updates and on the original (`audit/audit.md`, "
+        f"`audit/audit.json`; detectors: {detectors}). Prior: forget fraction of {set_['prior_samples']} prior "
+        f"samples (largest over the detectors). Input search: share of {set_['starts']} starts whose best input "
+        f"(within the ball holding {set_['quantile']:.1%} of the prior's mass) decodes to a sample every detector "
+        f"calls the forgotten class with p >= {set_['confidence']}. Prior mass: share of the prior's mass decoding "
+        f"to such a sample (2-d grid). Relearn: forget fraction after {k} Adam updates (lr {set_['relearn_lr']}, "
+        f"mean of {set_['relearn_seeds']} seeds) on retained data only (largest over the detectors) and with "
+        f"{most} forget examples in every batch (attacked detector). Pass: every check within its limit; there is "
+        "no retrained model here, so relearning with forget examples is reported, not judged (docs/audit.md); "
+        '"pass, fidelity ✗": the model also lost the retained classes.'
+    )
+
+
+def render_audit_section(audit: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The ``table.md`` section of the audit of a bench's seed-0 models (heading, legend, table)."""
+    return ["## Audit of the seed-0 models", "", audit_legend(audit), "", *audit_table(audit, rows), ""]
+
+
+def render_table(
+    rows: list[dict[str, Any]],
+    original: dict[str, Any],
+    s: BenchSettings,
+    title: str,
+    audit: dict[str, Any] | None = None,
+) -> str:
+    """Markdown in the layout of the paper's Tables 1 and 3 (mean (std) over seeds).
+
+    ``audit``: the audit of the seed-0 models (:func:`read_bench_audit`), rendered as a last section.
+    """
     head = (
         "| algorithm | time to unlearn (s), ref monitor | updates to unlearn, ref | updates to unlearn, robust "
         "| updates until it stays < thr., robust | reached ref · robust · stayed · held | FID (all digits) "
@@ -358,6 +456,8 @@ def render_table(rows: list[dict[str, Any]], original: dict[str, Any], s: BenchS
                 f"| {'✓' if r['fidelity'] else '✗'} | {_collateral(r)} | {tps} |"
             )
         out.append("")
+    if audit is not None:
+        out += render_audit_section(audit, rows)
     return "\n".join(out)
 
 
@@ -440,7 +540,7 @@ def run_bench(
             models_seed0[entry.key] = load_into(setup.fresh_model(), path.with_suffix(".safetensors")).eval()
         records.setdefault(entry.key, []).append(rec)
     rows = aggregate(records, original, settings)
-    table = render_table(rows, original, settings, title)
+    table = render_table(rows, original, settings, title, audit=read_bench_audit(out))
     atomic_write_text(out / "table.md", table + "\n")
     write_csv(rows, out / "table.csv")
     atomic_write_text(
