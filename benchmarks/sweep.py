@@ -13,8 +13,10 @@ below, whether it stays below for the ``--hold`` updates after the first time (n
 the run is shorter), the final and minimum forget fraction, and the retain-digit FID after the run. It writes
 cells.jsonl, summary.csv (median over seeds per setting) and heatmaps (updates to unlearn, and FID change,
 over learning rate x beta_o for each method / reduction / optimizer / digit). Every cell also records its
-monitor (classifier checkpoint and bn1 use, latents, mode), the ``--hold`` window, the FID sample count and
-its provenance (command line, config, git commit, versions, machine, date: ``genunlearn.provenance``).
+monitor (classifier checkpoint and bn1 use, latents, mode), the collateral change on the monitor's latents
+(at the first reading below 2% and at the end) and the retained digits' TV distance at the end, the ``--hold``
+window, the FID sample count and its provenance (command line, config, git commit, versions, machine, date:
+``genunlearn.provenance``).
 The summaries are regenerated from cells.jsonl by ``genunlearn report``.
 """
 
@@ -49,6 +51,11 @@ def key_of(cell: dict) -> str:
     return json.dumps({k: cell[k] for k in sorted(cell) if k in KEYS}, sort_keys=True)
 
 
+def _drop_unused(cell: dict) -> dict:
+    """The cell without the hyperparameters its method does not read (only ``keep_weight`` so far)."""
+    return cell if cell["method"] == "rep-keep" else {k: v for k, v in cell.items() if k != "keep_weight"}
+
+
 def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: float, hold: int) -> dict:
     cfg = UnlearnConfig(
         method=cell["method"],
@@ -57,17 +64,24 @@ def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: floa
         beta_o=cell["beta_o"],
         ascent_weight=cell["ascent_weight"],
         beta_r=cell["beta_r"],
+        keep_weight=cell.get("keep_weight", 10.0),
         optimizer=cell["optimizer"],
         early_stop=False,
         seed=cell["seed"],
     )
-    model, res = setup.run(cfg, ObjectiveConfig(loss_reduction=cell["loss_reduction"]), progress=False)
+    monitor = setup.monitor(cell["seed"], n=setup.spec.monitor_samples, mode=setup.spec.monitor_mode)
+    monitor.set_reference(setup.fresh_model())  # every reading also measures the collateral change
+    objective = ObjectiveConfig(loss_reduction=cell["loss_reduction"])
+    model, res = setup.run(cfg, objective, monitor=monitor, progress=False)
     ff = [row.get("forget_fraction", float("nan")) for row in res.log]
+    collateral = [row.get("collateral") for row in res.log]
+    first = first_below(ff, 0.02)
+    final = monitor.measure(model)
     fid = setup.fid(model, fid_samples, cell["seed"])["fid_retain"] if fid_samples else float("nan")
     return {
         **cell,
         "status": res.status,
-        "first_below": first_below(ff, 0.02),
+        "first_below": first,
         "stays_below": stays_below(ff, 0.02),
         "held": held_below(ff, 0.02, hold),
         "ff_initial": ff[0],
@@ -77,6 +91,9 @@ def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: floa
         "fid_retain_delta": fid - fid_original,
         "time_per_step_s": res.time_per_step_s,
         "curve": ff,
+        "collateral_at_first": None if first is None else collateral[first],
+        "collateral_final": final.collateral,
+        "retained_tv_final": final.retained_tv,
         "hold": hold,
         "fid_samples": fid_samples,
         "monitor": {
@@ -99,6 +116,7 @@ def summarise(cells: list[dict], out: Path, hold: int) -> list[dict]:
 
 
 def heatmaps(rows: list[dict], out: Path, steps: int, x: str = "beta_o") -> None:
+    rows = [r for r in rows if r.get(x) is not None]  # e.g. keep_weight: rep-keep's rows only
     panels = sorted({(r["method"], r["loss_reduction"], r["optimizer"], r["forget"]) for r in rows})
     lrs = sorted({r["lr"] for r in rows})
     betas = sorted({r[x] for r in rows})
@@ -146,7 +164,8 @@ def main() -> None:
     ap.add_argument("--beta-o", default="1e3")
     ap.add_argument("--ascent-weight", default="1")
     ap.add_argument("--beta-r", default="10")
-    ap.add_argument("--x-param", default="beta_o", choices=["beta_o", "ascent_weight", "beta_r"])
+    ap.add_argument("--keep-weight", default="10", help="rep-keep: weight(s) of the decoder-keep term")
+    ap.add_argument("--x-param", default="beta_o", choices=["beta_o", "ascent_weight", "beta_r", "keep_weight"])
     ap.add_argument("--hold", type=int, default=100, help="updates after the first < 2% that must stay below")
     ap.add_argument("--lr", default="1e-3")
     ap.add_argument("--optimizer", default="adam")
@@ -175,6 +194,7 @@ def main() -> None:
             floats(args.beta_o),
             floats(args.ascent_weight),
             floats(args.beta_r),
+            floats(args.keep_weight),
             floats(args.lr),
             args.optimizer.split(","),
             args.loss_reduction.split(","),
@@ -185,6 +205,8 @@ def main() -> None:
             [args.classifier_checkpoint],
         )
     ]
+    # keep_weight acts on rep-keep only: other methods' cells do not carry it (one cell per setting)
+    grid = list({key_of(c): c for c in (_drop_unused(c) for c in grid)}.values())
     setups: dict[int, MnistSetup] = {}
     fid0: dict[int, float] = {}
     cells = []

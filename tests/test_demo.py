@@ -20,3 +20,6 @@ def test_demo_writes_report_models_and_figures(tmp_path):
     assert rep["forget_fraction_final"] < rep["forget_fraction_initial"]
     report = (tmp_path / "report.md").read_text()
     assert "| rep |" in report and "| s |" in report
+    assert "collateral" in report and all(0 < r["collateral"] < 1 and 0 <= r["retained_tv"] <= 1 for r in rows)
+    rep_line = next(line for line in report.splitlines() if line.startswith("| rep |"))
+    assert f"{100 * rep['collateral']:.1f}% |" in rep_line

@@ -14,12 +14,19 @@ from genunlearn.objectives import HatTerm, StandardTask
 from tests.conftest import mse_objective
 
 ETA = 1e-2
-BETA_O, BETA_H, BETA_R = 3.0, 2.0, 0.7
+BETA_O, BETA_H, BETA_R, BETA_K = 3.0, 2.0, 0.7, 1.3
 
 
 def _replace_loss(model):
     """A stand-in replacement term: the model's outputs at fixed inputs pulled towards fixed targets."""
     g = torch.Generator().manual_seed(9)
+    z, t = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
+    return ((model(z) - t) ** 2).sum()
+
+
+def _keep_loss(model):
+    """A stand-in decoder-keep term (``rep-keep``): outputs at other fixed inputs pulled towards other targets."""
+    g = torch.Generator().manual_seed(11)
     z, t = torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
     return ((model(z) - t) ** 2).sum()
 
@@ -56,6 +63,8 @@ def _reference_direction(name, model, br, bf, hat, step):
         return _flat_grad(l_r + BETA_H * h, params)
     if name == "rep":
         return _flat_grad(l_r + BETA_R * _replace_loss(model), params)
+    if name == "rep-keep":
+        return _flat_grad(l_r + BETA_R * _replace_loss(model) + BETA_K * _keep_loss(model), params)
     hat_on = name.endswith("-hat")
     gr_loss = l_r + BETA_H * h if hat_on else l_r
     gf_loss = l_f + BETA_H * h if hat_on else l_f
@@ -94,7 +103,8 @@ def test_sgd_update_matches_paper_rule(tiny_problem, name, step):
         hat_loss=lambda: hat(model),
         replace_loss=lambda: _replace_loss(model),
         step=step,
-        hp=MethodParams(beta_o=BETA_O, beta_h=BETA_H, beta_r=BETA_R),
+        hp=MethodParams(beta_o=BETA_O, beta_h=BETA_H, beta_r=BETA_R, keep_weight=BETA_K),
+        terms={"keep": lambda: _keep_loss(model)},
     )
     out = method.compute(ctx)
     opt = torch.optim.SGD(params, lr=ETA)

@@ -245,6 +245,52 @@ def test_vae_terms_relabel_surrogate_replay_and_ewc():
     assert float(terms["ewc"](copy.deepcopy(replay.frozen).requires_grad_(True))) == 0.0
 
 
+def test_decoder_keep_is_zero_at_the_original_and_pulls_a_moved_decoder_back():
+    torch.manual_seed(0)
+    vae = ToyVAE()
+    retain, forget = torch.rand(40, 6) * 0.5, torch.rand(20, 6) * 0.5 + 0.5
+    keep = vae_terms(["keep"], vae, retain, forget, samples=16, reduction="mean")["keep"]
+    torch.testing.assert_close(keep.mu, vae.encode(retain)[0].detach())  # the retained data's latent region
+    model = copy.deepcopy(vae)
+    loss = keep(model)
+    (g,) = torch.autograd.grad(loss, [model.dec.bias])
+    assert abs(float(loss.detach())) < 1e-5 and float(g.norm()) < 1e-5  # KL to itself: 0, and no pull
+    with torch.no_grad():
+        model.dec.bias.add_(0.5)
+    torch.manual_seed(4)
+    loss = keep(model)
+    (g,) = torch.autograd.grad(loss, [model.dec.bias])
+    assert float(loss.detach()) > 0 and bool((g > 0).all())  # descent moves the bias back towards the original's
+    # the Bernoulli KL: reconstruction of the original's pixel means minus their entropy
+    torch.manual_seed(4)
+    i = torch.randint(0, 40, (16,))
+    z = keep.mu[i] + keep.std[i] * torch.randn_like(keep.mu[i])
+    p, q = torch.sigmoid(vae.decode_logits(z)), torch.sigmoid(model.decode_logits(z))
+    kl = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).sum(1).mean()
+    torch.testing.assert_close(loss, kl, rtol=1e-4, atol=1e-5)
+    assert keep.frozen is not vae and not keep.frozen.dec.bias.requires_grad  # a frozen copy
+
+
+def test_rep_keep_runs_through_the_loop_and_keeps_retained_outputs_closer_than_rep():
+    torch.manual_seed(0)
+    vae = ToyVAE()
+    retain, forget = torch.rand(64, 6) * 0.5, torch.rand(32, 6) * 0.5 + 0.5
+    obj = VAEObjective("bernoulli", "mean")
+    from genunlearn.objectives import LatentReplacement
+
+    moved = {}
+    for method, weight in (("rep", 0.0), ("rep-keep", 30.0)):
+        model = copy.deepcopy(vae)
+        rep = LatentReplacement.for_vae(model, retain, forget, max_forget_share=1.0, samples=16, reduction="mean")
+        terms = vae_terms(METHODS[method].terms, model, retain, forget, samples=16, reduction="mean")
+        cfg = UnlearnConfig(method=method, steps=20, batch_size=16, stop_at=None, keep_weight=weight, seed=0)
+        res = unlearn(model, StandardTask(obj), retain, forget, cfg, replacement=rep, terms=terms, progress=False)
+        assert res.steps_run == 20 and res.status == "completed"
+        z = vae.encode(retain)[0].detach()
+        moved[method] = float((model.decode(z) - vae.decode(z)).abs().mean())
+    assert "loss_keep" in res.log[-1] and moved["rep-keep"] < moved["rep"]
+
+
 def test_amnesia_and_salun_run_through_the_loop_on_a_toy_vae():
     torch.manual_seed(0)
     vae = ToyVAE()

@@ -84,6 +84,7 @@ class UnlearnConfig:
         relabel_weight: ``salun``: weight of the relabelled-forget loss next to the retain loss.
         ewc_lambda: ``amnesia``: weight of the EWC penalty (Selective Amnesia: 100).
         replay_weight: ``amnesia``: weight of the generative replay loss (Selective Amnesia: 1).
+        keep_weight: ``rep-keep``: weight beta_k of the decoder-keep (distillation) term.
         stop_at: forget-fraction threshold of "unlearned" (paper: 0.02); 0 (or ``None``) disables it.
         early_stop: stop at the first monitor reading below ``stop_at`` (else run all ``steps``).
         seed: seeds initial RNG state and batch order.
@@ -114,6 +115,7 @@ class UnlearnConfig:
     relabel_weight: float = 1.0
     ewc_lambda: float = 100.0
     replay_weight: float = 1.0
+    keep_weight: float = 10.0
     stop_at: float | None = 0.02
     early_stop: bool = True
     seed: int = 0
@@ -145,8 +147,9 @@ class UnlearnConfig:
                 f"saliency_fraction must lie in (0, 1], got {self.saliency_fraction}",
             ),
             (
-                min(self.forget_weight, self.relabel_weight, self.ewc_lambda, self.replay_weight) >= 0,
-                "forget_weight, relabel_weight, ewc_lambda and replay_weight must be >= 0",
+                min(self.forget_weight, self.relabel_weight, self.ewc_lambda, self.replay_weight, self.keep_weight)
+                >= 0,
+                "forget_weight, relabel_weight, ewc_lambda, replay_weight and keep_weight must be >= 0",
             ),
             (self.monitor_every >= 1, f"monitor_every must be >= 1, got {self.monitor_every}"),
             (self.precision in _DTYPES, f"precision must be one of {', '.join(_DTYPES)}, got {self.precision!r}"),
@@ -177,6 +180,7 @@ class UnlearnConfig:
             relabel_weight=self.relabel_weight,
             ewc_lambda=self.ewc_lambda,
             replay_weight=self.replay_weight,
+            keep_weight=self.keep_weight,
             lr=self.lr,
         )
 

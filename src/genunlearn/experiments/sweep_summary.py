@@ -22,6 +22,7 @@ KEYS = (
     "beta_o",
     "ascent_weight",
     "beta_r",
+    "keep_weight",
     "lr",
     "optimizer",
     "loss_reduction",
@@ -32,7 +33,9 @@ KEYS = (
     "classifier_checkpoint",
 )
 #: Keys that older sweeps did not record (left out of their summary instead of showing as empty).
-OPTIONAL_KEYS = ("classifier_checkpoint",)
+OPTIONAL_KEYS = ("classifier_checkpoint", "keep_weight")
+#: Per-cell measures that older sweeps did not record: their medians join the summary when every cell has them.
+OPTIONAL_MEASURES = ("collateral_at_first", "collateral_final", "retained_tv_final")
 
 
 def read_cells(path: str | Path) -> list[dict[str, Any]]:
@@ -54,6 +57,7 @@ def summary_rows(cells: Sequence[Mapping[str, Any]], hold: int) -> list[dict[str
     groups: dict[tuple, list[Mapping[str, Any]]] = {}
     for c in cells:
         groups.setdefault(tuple(c.get(k) for k in keys), []).append(c)
+    measures = [m for m in OPTIONAL_MEASURES if cells and all(m in c for c in cells)]
     rows = []
     for k, cs in groups.items():
         ups = [c["first_below"] if c["first_below"] is not None else np.inf for c in cs]
@@ -76,26 +80,49 @@ def summary_rows(cells: Sequence[Mapping[str, Any]], hold: int) -> list[dict[str
                     else 1.0
                     for c in cs
                 ),
+                **{f"median_{m}": _median_known(c[m] for c in cs) for m in measures},
             }
         )
     return rows
 
 
+def _median_known(values: Any) -> float | None:
+    """Median of the values that are not ``None`` (``None`` if there are none)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
 def render_summary_md(rows: Sequence[Mapping[str, Any]], hold: int) -> str:
-    """The ``summary.md`` table."""
-    lines = [
-        "| method | beta_o | ascent_weight | beta_r | lr | optimizer | reduction | digit | seeds | median updates "
-        f"to < 2% | reached | held {hold} updates | median max. in those {hold} | median retain-FID change "
-        "| max. change |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    """The ``summary.md`` table (``keep_weight`` and the collateral columns only where the cells recorded them)."""
+    keep = any("keep_weight" in r for r in rows)
+    collateral = any("median_collateral_final" in r for r in rows)
+    head = "| method | beta_o | ascent_weight | beta_r | " + ("keep_weight | " if keep else "")
+    head += (
+        f"lr | optimizer | reduction | digit | seeds | median updates to < 2% | reached | held {hold} updates "
+        f"| median max. in those {hold} | median retain-FID change | max. change |"
+    )
+    if collateral:
+        head += " median collateral at first < 2% | median collateral, final | median retained TV, final |"
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f}%"
+
     for r in rows:
-        lines.append(
-            f"| {r['method']} | {r['beta_o']:g} | {r['ascent_weight']:g} | {r['beta_r']:g} | {r['lr']:g} "
-            f"| {r['optimizer']} | {r['loss_reduction']} | {r['forget']} | {r['seeds']} "
+        line = f"| {r['method']} | {r['beta_o']:g} | {r['ascent_weight']:g} | {r['beta_r']:g} | "
+        if keep:
+            line += "— | " if r.get("keep_weight") is None else f"{r['keep_weight']:g} | "
+        line += (
+            f"{r['lr']:g} | {r['optimizer']} | {r['loss_reduction']} | {r['forget']} | {r['seeds']} "
             f"| {r['median_first_below']:g} | {r['reached']} | {r['held']} | {100 * r['median_max_after_first']:.1f}% "
             f"| {r['median_fid_retain_delta']:+.2f} | {r['max_fid_retain_delta']:+.2f} |"
         )
+        if collateral:
+            line += (
+                f" {pct(r.get('median_collateral_at_first'))} | {pct(r.get('median_collateral_final'))} "
+                f"| {pct(r.get('median_retained_tv_final'))} |"
+            )
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

@@ -300,6 +300,30 @@ class LatentReplacementDescent(Method):
         return _out(direction, l_r=l_r, g_r=g_r, loss_rep=l_p)
 
 
+@register
+class LatentReplacementKeep(Method):
+    """(REP-KEEP, genunlearn, experimental): ``rep`` with the decoder held in place on retained latents.
+
+    Descent on ``L_r + beta_r L_rep + beta_k L_keep``: ``rep``'s replacement of the forget region, plus
+    :class:`~genunlearn.objectives.peer_terms.DecoderKeep` (the model's output at retained examples' latents
+    against the frozen original's), which asks directly for what the collateral change measures: every sample
+    of a retained class stays where it was. No classifier. Measured in docs/findings.md (issue 17).
+    """
+
+    name = "rep-keep"
+    summary = "rep + beta_k * decoder keep (frozen original's outputs on retained latents); no classifier"
+    uses_replacement = True
+    terms = ("keep",)
+
+    def compute(self, ctx: StepContext) -> StepOutput:
+        if ctx.replace_loss is None:
+            raise ConfigError("this method needs a latent replacement term (replace_loss) but none was given")
+        l_r, l_p, l_k = ctx.retain_loss(), ctx.replace_loss(), ctx.term("keep")
+        g_r, g_p, g_k = grad(l_r, ctx.params), grad(l_p, ctx.params), grad(l_k, ctx.params)
+        direction = axpy(ctx.hp.keep_weight, g_k, axpy(ctx.hp.beta_r, g_p, g_r))
+        return _out(direction, l_r=l_r, g_r=g_r, loss_rep=l_p, loss_keep=l_k)
+
+
 class _RNGState:
     """The CPU (and, if initialised, every CUDA device's) random state, to replay a loss's sampling noise."""
 

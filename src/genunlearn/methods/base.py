@@ -44,6 +44,7 @@ class MethodParams:
         relabel_weight: ``salun``: weight of the mismatched-target (relabelled forget) loss next to the retain loss.
         ewc_lambda: ``amnesia``: weight of the EWC penalty (Selective Amnesia: 100).
         replay_weight: ``amnesia``: weight gamma of the generative replay loss (Selective Amnesia: 1).
+        keep_weight: ``rep-keep``: weight beta_k of the decoder-keep (distillation) term.
         lr: the run's learning rate (``ngdiff`` converts its adaptive step into a direction scale).
     """
 
@@ -60,6 +61,7 @@ class MethodParams:
     relabel_weight: float = 1.0
     ewc_lambda: float = 100.0
     replay_weight: float = 1.0
+    keep_weight: float = 10.0
     lr: float = 1e-3
 
 
@@ -74,6 +76,8 @@ TERMS: dict[str, str] = {
     "ewc": "the EWC penalty sum_i F_i (theta_i - theta*_i)^2 with a Fisher estimated from generated samples",
     "negative_guidance": "ESD: the forget label's prediction against the frozen model's prediction guided away from it",
     "siss": "SISS: the importance-sampled retain-minus-forget denoising loss on a mixture of retain and forget data",
+    "keep": "decoder keep: the model's output at retained examples' latents held to the frozen original's "
+    "(distillation; rep-keep)",
 }
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genunlearn.adapters import eval_mode
@@ -142,6 +143,57 @@ class VAEReplay:
             z = self.mu[i] + self.std[i] * torch.randn_like(self.mu[i])
             x = generate_vae(self.frozen, z, self.objective.likelihood)
         return self.objective(model, x)
+
+
+@dataclass
+class DecoderKeep:
+    """Hold the decoder to the frozen original on the retained data's latent region (``rep-keep``'s term).
+
+    Each call draws ``samples`` retained examples, latents ``z ~ N(mu, std^2)`` from their frozen posteriors, and
+    returns how far the model's output distribution at those latents is from the frozen original's, summed over
+    pixels per example: KL(Bern(original) || Bern(model)) for Bernoulli decoders (the reconstruction loss of the
+    original's pixel means minus their entropy), the squared error of the means for ``"mse"``. It is 0, with a
+    zero gradient, while the decoder is the original's. No classifier and no labels: the retained examples'
+    latent region stands for "what must not move" (genunlearn, issue 17: it targets the collateral change
+    directly, where the retain loss only asks for good reconstructions of retained images). Computed in eval
+    mode, like the replacement term (latents of one region must not move BatchNorm statistics).
+
+    Attributes:
+        frozen: the frozen original.
+        mu, std: frozen posterior means and standard deviations of the retained examples ``(N, d)``.
+        likelihood: ``"bernoulli"`` or ``"mse"`` (the VAE's).
+        samples: latents per call.
+        reduction: ``"sum"`` or ``"mean"`` over the samples (match the retain loss).
+        latent_shape: shape of one latent as the decoder takes it (``()``: flat).
+    """
+
+    frozen: nn.Module
+    mu: torch.Tensor
+    std: torch.Tensor
+    likelihood: str = "bernoulli"
+    samples: int = 128
+    reduction: str = "sum"
+    latent_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mu.shape[0] == 0:
+            raise ConfigError("the decoder-keep term needs at least one retained example")
+
+    def __call__(self, model: nn.Module, retain_batch: Any = None, forget_batch: Any = None) -> torch.Tensor:
+        i = torch.randint(0, self.mu.shape[0], (self.samples,), device=self.mu.device)
+        z = self.mu[i] + self.std[i] * torch.randn_like(self.mu[i])
+        if self.latent_shape:
+            z = z.reshape(z.shape[0], *self.latent_shape)
+        with torch.no_grad():
+            if self.likelihood == "bernoulli" and hasattr(self.frozen, "decode_logits"):
+                logits = self.frozen.decode_logits(z)  # type: ignore[operator]
+                target = torch.sigmoid(logits)
+                floor = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).sum(1)
+            else:
+                target, floor = generate_vae(self.frozen, z, self.likelihood), torch.zeros(z.shape[0], device=z.device)
+        with eval_mode(model):
+            per = reconstruction_loss(model, z, target, self.likelihood) - floor
+        return _reduce(per, self.reduction)
 
 
 def generate_vae(model: nn.Module, z: torch.Tensor, likelihood: str) -> torch.Tensor:
@@ -444,6 +496,17 @@ def vae_terms(
         elif name == "replay":
             mu_r, std_r = encode_all(frozen, retain, device=device)
             out[name] = VAEReplay(frozen, mu_r, std_r, objective, samples)
+        elif name == "keep":
+            mu_r, std_r = encode_all(frozen, retain, device=device)
+            out[name] = DecoderKeep(
+                frozen,
+                mu_r,
+                std_r,
+                likelihood,
+                samples,
+                reduction,
+                flat_latent,  # type: ignore[arg-type]
+            )
         elif name == "ewc":
             g = torch.Generator().manual_seed(30_000 + seed)
             with torch.no_grad():
