@@ -84,14 +84,17 @@ class LatentRegionLoss:
             raise ConfigError("a latent-region term needs at least one forget example")
 
     def __call__(self, model: nn.Module, retain_batch: Any = None, forget_batch: Any = None) -> torch.Tensor:
-        dev = self.mu.device
-        i = torch.randint(0, self.mu.shape[0], (self.samples,), device=dev)
+        z = draw_latents(self.mu, self.std, self.samples, self.latent_shape)
         with eval_mode(model):
-            z = self.mu[i] + self.std[i] * torch.randn_like(self.mu[i])
-            if self.latent_shape:
-                z = z.reshape(z.shape[0], *self.latent_shape)
-            per = reconstruction_loss(model, z, self.targets(self.samples, dev), self.likelihood)
+            per = reconstruction_loss(model, z, self.targets(self.samples, self.mu.device), self.likelihood)
         return _reduce(per, self.reduction)
+
+
+def draw_latents(mu: torch.Tensor, std: torch.Tensor, n: int, latent_shape: tuple[int, ...] = ()) -> torch.Tensor:
+    """``n`` latents ``z ~ N(mu_i, std_i^2)`` of uniformly drawn examples ``i`` (shaped ``latent_shape`` if given)."""
+    i = torch.randint(0, mu.shape[0], (n,), device=mu.device)
+    z = mu[i] + std[i] * torch.randn_like(mu[i])
+    return z.reshape(n, *latent_shape) if latent_shape else z
 
 
 def random_examples(examples: Examples) -> Callable[[int, torch.device], torch.Tensor]:
@@ -180,10 +183,7 @@ class DecoderKeep:
             raise ConfigError("the decoder-keep term needs at least one retained example")
 
     def __call__(self, model: nn.Module, retain_batch: Any = None, forget_batch: Any = None) -> torch.Tensor:
-        i = torch.randint(0, self.mu.shape[0], (self.samples,), device=self.mu.device)
-        z = self.mu[i] + self.std[i] * torch.randn_like(self.mu[i])
-        if self.latent_shape:
-            z = z.reshape(z.shape[0], *self.latent_shape)
+        z = draw_latents(self.mu, self.std, self.samples, self.latent_shape)
         with torch.no_grad():
             if self.likelihood == "bernoulli" and hasattr(self.frozen, "decode_logits"):
                 logits = self.frozen.decode_logits(z)  # type: ignore[operator]
