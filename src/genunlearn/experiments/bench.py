@@ -349,14 +349,15 @@ def audit_table(audit: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
     fidelity = {r["entry"]: r["fidelity"] for r in rows}
-    order = [("original", "original")] + [(r["entry"], r["label"]) for r in rows]
+    order = [("original", "original"), ("retrained", "retrained without the class (gold standard)")]
+    order += [(r["entry"], r["label"]) for r in rows]
     for name, label in order:
         m = models.get(name)
         if m is None:
             continue
         c, h = m["verdict"]["checks"], audit_headline(m)
-        if m["kind"] == "original":
-            verdict = "reference"
+        if m["kind"] in ("original", "retrained"):
+            verdict = "reference" if m["kind"] == "original" else "gold standard"
         elif not m["verdict"]["pass"]:
             verdict = "fail"
         else:
@@ -381,16 +382,24 @@ def audit_legend(audit: dict[str, Any]) -> str:
         for d in audit["detectors"]
     )
     return (
-        f"`genunlearn audit` on each entry's seed-0 model after K updates and on the original (`audit/audit.md`, "
+        "`genunlearn audit` on each entry's seed-0 model after K updates, on the original and on a model retrained "
+        "without the class where one was given (`audit/audit.md`, "
         f"`audit/audit.json`; detectors: {detectors}). Prior: forget fraction of {set_['prior_samples']} prior "
         f"samples (largest over the detectors). Input search: share of {set_['starts']} starts whose best input "
         f"(within the ball holding {set_['quantile']:.1%} of the prior's mass) decodes to a sample every detector "
         f"calls the forgotten class with p >= {set_['confidence']}. Prior mass: share of the prior's mass decoding "
         f"to such a sample (2-d grid). Relearn: forget fraction after {k} Adam updates (lr {set_['relearn_lr']}, "
         f"mean of {set_['relearn_seeds']} seeds) on retained data only (largest over the detectors) and with "
-        f"{most} forget examples in every batch (attacked detector). Pass: every check within its limit; there is "
-        "no retrained model here, so relearning with forget examples is reported, not judged (docs/audit.md); "
-        '"pass, fidelity ✗": the model also lost the retained classes.'
+        f"{most} forget examples in every batch (attacked detector). Pass: every check within its limit "
+        "(docs/audit.md); "
+        + (
+            "relearning with forget examples passes when it brings the class back no faster than in the model "
+            f"retrained without it (within {100 * set_['fraction_threshold']:g} points after every k; the other "
+            "limits are raised by the retrained model's own readings)"
+            if any(m["kind"] == "retrained" for m in audit["models"])
+            else "there is no retrained model here, so relearning with forget examples is reported, not judged"
+        )
+        + '; "pass, fidelity ✗": the model also lost the retained classes.'
     )
 
 
