@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from genunlearn.experiments.sweep_summary import read_cells
+from genunlearn.report import run_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,3 +31,14 @@ def test_sweep_records_collateral_and_keep_weight_only_for_rep_keep(tmp_path):
     assert "keep_weight" in summary and "median collateral, final" in summary
     rep_row = next(line for line in summary.splitlines() if line.startswith("| rep |"))
     assert "| — |" in rep_row  # rep does not read keep_weight
+    # the documents' sweep-by table: keep_weight as the x axis, "—" where the method does not read it
+    doc = tmp_path / "README.md"
+    doc.write_text(
+        "<!-- begin generated: sweep-by keep_weight sweep/cells.jsonl -->\n<!-- end generated: sweep-by -->\n"
+    )
+    run_report(tmp_path)
+    text = doc.read_text()
+    rep_line = next(line for line in text.splitlines() if line.startswith("| rep |"))
+    keep_line = next(line for line in text.splitlines() if line.startswith("| rep-keep |"))
+    assert "| 1 | — |" in rep_line and "| 1 | 1 / 30 |" in keep_line and "→" in keep_line
+    assert run_report(tmp_path, check=True) == []

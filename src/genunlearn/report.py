@@ -462,24 +462,38 @@ def _gen_sweep_by(root: Path, args: list[str]) -> str:
     seeds = sorted({r["seeds"] for r in rows})
 
     def g(v: Any) -> str:
+        if v is None:
+            return "—"  # the method does not read this parameter
         if isinstance(v, str):
             return v
         return "never" if math.isinf(v) else f"{v:g}"
 
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f}%"
+
+    collateral = any("median_collateral_final" in r for r in rows)
     out = [
         f"| method | digit | {x} | median updates to < 2% | reached | held {hold} updates | median max. in those "
-        f"{hold} | median retain-FID change (max) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"{hold} | median retain-FID change (max) |"
+        + (" median collateral, at first < 2% → final |" if collateral else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if collateral else ""),
     ]
     for (method, digit), rs in groups.items():
-        rs = sorted(rs, key=lambda r: r[x])
+        rs = sorted(rs, key=lambda r: (r.get(x) is None, r.get(x) or 0))
         j = " / ".join
         peaks = j(f"{100 * r['median_max_after_first']:.1f}%" for r in rs)
         fids = j(f"{r['median_fid_retain_delta']:+.2f} ({r['max_fid_retain_delta']:+.2f})" for r in rs)
-        out.append(
-            f"| {method} | {digit} | {j(g(r[x]) for r in rs)} | {j(g(r['median_first_below']) for r in rs)} "
+        line = (
+            f"| {method} | {digit} | {j(g(r.get(x)) for r in rs)} | {j(g(r['median_first_below']) for r in rs)} "
             f"| {j(str(r['reached']) for r in rs)} | {j(str(r['held']) for r in rs)} | {peaks} | {fids} |"
         )
+        if collateral:
+            line += (
+                " "
+                + j(f"{pct(r.get('median_collateral_at_first'))} → {pct(r.get('median_collateral_final'))}" for r in rs)
+                + " |"
+            )
+        out.append(line)
     out += [
         "",
         f"Seeds per setting: {', '.join(map(str, seeds))}; {cells[0]['steps']} updates. Medians over seeds; "
