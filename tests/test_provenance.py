@@ -77,17 +77,30 @@ def test_git_dirty_flag_follows_tracked_files(tmp_path):
     pkg.mkdir(parents=True)
     (repo / "pyproject.toml").write_text("[project]\nname = 'genunlearn'\n")
     (pkg / "__init__.py").write_text("x = 1\n")
+    (repo / "results").mkdir()
+    (repo / "results" / "cells.jsonl").write_text("{}\n")
     _git(repo, "init", "-q", "-b", "trunk")
     _git(repo, "add", ".")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
     head = _git(repo, "rev-parse", "HEAD")
     info = git_info(pkg)
-    assert info == {"commit": head, "dirty": False, "dirty_files": [], "branch": "trunk", "source": str(repo.resolve())}
+    assert info == {
+        "commit": head,
+        "dirty": False,
+        "code_dirty": False,
+        "dirty_files": [],
+        "branch": "trunk",
+        "source": str(repo.resolve()),
+    }
     (repo / "notes.txt").write_text("untracked files do not make the checkout dirty\n")
     assert git_info(pkg)["dirty"] is False
+    (repo / "results" / "cells.jsonl").write_text("{}\n{}\n")  # a rerun rewrites its committed results
+    info = git_info(pkg)
+    assert info["dirty"] is True and info["code_dirty"] is False and info["dirty_files"] == ["results/cells.jsonl"]
     (pkg / "__init__.py").write_text("x = 2\n")
     info = git_info(pkg)
-    assert info["dirty"] is True and info["dirty_files"] == ["src/genunlearn/__init__.py"] and info["commit"] == head
+    assert info["dirty"] is True and info["code_dirty"] is True and info["commit"] == head
+    assert info["dirty_files"] == ["results/cells.jsonl", "src/genunlearn/__init__.py"]
 
 
 def test_installed_copy_outside_a_checkout_records_unknown_commit(tmp_path):
@@ -95,6 +108,7 @@ def test_installed_copy_outside_a_checkout_records_unknown_commit(tmp_path):
     pkg.mkdir(parents=True)
     info = git_info(pkg)
     assert info["commit"] == "unknown" and info["dirty"] is None and info["branch"] is None
+    assert info["code_dirty"] is None
     # a source tree that is not a git checkout (e.g. an unpacked sdist)
     src = tmp_path / "sdist" / "src" / "genunlearn"
     src.mkdir(parents=True)

@@ -142,13 +142,25 @@ def source_root(package_dir: str | Path | None = None) -> Path | None:
     return root if (root / "pyproject.toml").is_file() else None
 
 
+#: Folders of committed results: modified files there do not make the code dirty (:func:`git_info`).
+RESULT_DIRS = ("results/", "benchmarks/results/")
+
+
 def git_info(package_dir: str | Path | None = None) -> dict[str, Any]:
     """Commit, dirty flag (tracked files modified), modified files and branch of the package's checkout.
 
-    ``{"commit": "unknown", "dirty": None, ...}`` when the package is not in a git checkout (an installed
-    copy) or git is not available.
+    ``code_dirty`` says whether a modified file lies outside the results folders (``results/``,
+    ``benchmarks/results/``): a command that rewrites its own committed results (a rerun) makes the checkout
+    dirty while the code is still the commit's. ``{"commit": "unknown", "dirty": None, ...}`` when the package
+    is not in a git checkout (an installed copy) or git is not available.
     """
-    unknown: dict[str, Any] = {"commit": "unknown", "dirty": None, "dirty_files": [], "branch": None}
+    unknown: dict[str, Any] = {
+        "commit": "unknown",
+        "dirty": None,
+        "code_dirty": None,
+        "dirty_files": [],
+        "branch": None,
+    }
     root = source_root(package_dir)
     if root is None:
         return {**unknown, "source": str(Path(package_dir or Path(__file__).parent).resolve())}
@@ -162,6 +174,7 @@ def git_info(package_dir: str | Path | None = None) -> dict[str, Any]:
     return {
         "commit": commit,
         "dirty": bool(files),
+        "code_dirty": any(not f.startswith(RESULT_DIRS) for f in files),
         "dirty_files": files[:_MAX_DIRTY_FILES] + [f"... {n} more" for n in [len(files) - _MAX_DIRTY_FILES] if n > 0],
         "branch": None if branch in (None, "HEAD") else branch,
         "source": str(root),
