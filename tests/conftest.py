@@ -59,3 +59,21 @@ def tiny_problem():
     yr = torch.randn(16, 3, generator=g, dtype=torch.float64)
     yf = torch.randn(16, 3, generator=g, dtype=torch.float64) - 1.0
     return model, (xr, yr), (xf, yf)
+
+
+@pytest.fixture(scope="module")
+def tiny_dit(tmp_path_factory) -> Path:
+    """A tiny MNIST DiT (1 block, perturbed from its adaLN-Zero start) saved as a checkpoint; its path."""
+    from dataclasses import asdict
+
+    from genunlearn.checkpoints import save_weights
+    from genunlearn.models.mnist_dit import MnistDiT
+
+    torch.manual_seed(0)
+    dit = MnistDiT(num_layers=1, num_attention_heads=2, attention_head_dim=8)
+    with torch.no_grad():  # adaLN-Zero starts as the identity: give the blocks something to differentiate
+        for p in dit.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("dit") / "tiny.safetensors"
+    save_weights(dit, path, metadata={"build_options": asdict(dit.config)})
+    return path

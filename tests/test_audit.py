@@ -11,8 +11,16 @@ from scipy.stats import norm as normal
 
 import genunlearn.experiments.audit as audit_mod
 from genunlearn.checkpoints import save_weights
-from genunlearn.eval.attacks import Detector, InputBall, grid_scan, input_search, relearn
-from genunlearn.experiments.audit import AuditSettings, audit_headline, render_audit, verdict
+from genunlearn.errors import ConfigError
+from genunlearn.eval.attacks import Detector, InputBall, grid_scan, input_search, judge, relearn
+from genunlearn.experiments.audit import (
+    AuditSettings,
+    audit_headline,
+    embedding_ball,
+    render_audit,
+    render_verdict,
+    verdict,
+)
 from genunlearn.report import run_report
 from tests.resume_model import TinyVAE
 from tests.test_cli import run
@@ -168,3 +176,109 @@ def test_audit_input_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "NAME=PATH" in err
     code, _, err = run([*base, "--unlearned", f"x={tmp_path / 'missing.safetensors'}"], capsys)
     assert code == 2 and "checkpoint not found" in err and len(err.strip().splitlines()) == 1
+
+
+# --- class-conditional models (the MNIST DiT) --------------------------------------------------------------------
+
+
+def _load_dit(path):
+    from genunlearn.models import load_model
+
+    return load_model("mnist-dit", str(path), device="cpu")
+
+
+class Bright(torch.nn.Module):
+    """Two classes of images: logits (0, 20 * (mean pixel - 0.5))."""
+
+    def forward(self, x):
+        s = 20 * (x.reshape(len(x), -1).mean(1) - 0.5)
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_class_embedding_override_equals_the_label_and_the_search_stays_in_its_ball(tiny_dit):
+    from genunlearn.models.mnist_dit import sample
+
+    dit = _load_dit(tiny_dit).eval()
+    with torch.no_grad():  # the tiny model barely listens to its label: make the condition matter
+        for block in dit.transformer.transformer_blocks:
+            block.norm1.emb.class_embedder.embedding_table.weight.mul_(30)
+            block.norm1.linear.weight.mul_(5)
+    for p in dit.parameters():
+        p.requires_grad_(False)
+    labels = torch.tensor([1, 3, 7, 1])
+    noise = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    kw = {"steps": 3, "guidance_scale": 2.0, "sampler": "dpm++"}
+    emb = dit.label_embedding(labels)
+    assert emb.shape == (4, 1, 16)
+    same = sample(dit, labels, noise, class_embedding=emb, **kw)
+    assert torch.allclose(same, sample(dit, labels, noise, **kw), atol=1e-6)  # the hook reproduces the labels
+    other = sample(dit, labels, noise, class_embedding=dit.label_embedding(torch.tensor([0, 0, 0, 0])), **kw)
+    assert not torch.allclose(other, same, atol=1e-4)
+
+    det = Detector("bright", Bright(), [1])
+    radius = float(dit.label_embedding(torch.arange(10)).reshape(10, -1).norm(dim=1).max())
+    ball = InputBall(tuple(emb.shape[1:]), radius)
+    generate = lambda m, e: sample(m, labels, noise, class_embedding=e, grad=True, **kw)  # noqa: E731
+    before = judge(dit, generate, emb, [det])["bright"]
+    res = input_search(dit, generate, ball, det, steps=6, lr=0.5, batch_size=4, init=emb)
+    assert len(res.inputs) == 4 and float(res.inputs.reshape(4, -1).norm(dim=1).max()) <= radius * (1 + 1e-5)
+    assert (res.p["bright"] > before + 0.01).all()  # every start found a brighter (more "forgotten") sample
+
+
+def test_embedding_search_refuses_an_unconditional_model():
+    class Unconditional:
+        conditional_sampler = False
+        bundle = type("B", (), {"sampler": object()})()
+
+    with pytest.raises(ConfigError, match="class-conditional"):
+        embedding_ball(Unconditional(), Lift(), AuditSettings())
+
+
+def test_relearn_counts_the_examples_of_an_x_y_pair():
+    x, y = torch.randn(5, 2), torch.ones(5, dtype=torch.long)
+    objective = lambda m, b: ((m(b[0]) - b[1].unsqueeze(1)) ** 2).mean()  # noqa: E731
+    measure = lambda m: {"s": float(m.shift[0].detach())}  # noqa: E731
+    retain = (torch.randn(20, 2), torch.zeros(20, dtype=torch.long))
+    out = relearn(Lift(), objective, retain, (x, y), measure, n_forget=3, steps=2, at=(2,), batch_size=4)
+    assert sorted(out) == [0, 2]
+    with pytest.raises(ConfigError, match="forget set holds 5"):
+        relearn(Lift(), objective, retain, (x, y), measure, n_forget=6, steps=1, at=(1,), batch_size=4)
+
+
+def test_conditional_replacement_audit_end_to_end(tiny_dit, tmp_path, capsys):
+    from genunlearn.models.registry import bundled_weights
+
+    dit, path = _load_dit(tiny_dit), tiny_dit
+    unlearned = tmp_path / "u.safetensors"
+    with torch.no_grad():
+        moved = __import__("copy").deepcopy(dit)
+        for p in moved.parameters():
+            p.add_(0.01)
+    save_weights(moved, unlearned, metadata={"build_options": __import__("dataclasses").asdict(dit.config)})
+    out = tmp_path / "audit"
+    args = ["audit", "--model", "mnist-dit", "--checkpoint", str(path), "--forget", "1", "--replace-with", "7"]
+    args += ["--unlearned", f"u={unlearned}", "--independent-classifier", str(bundled_weights("mnist-classifier"))]
+    args += ["--sampler-steps", "2", "--guidance", "1.5", "--starts", "2", "--search-steps", "1"]
+    args += ["--embedding-starts", "3", "--prior-samples", "6", "--relearn-at", "1", "--relearn-forget", "0,2"]
+    args += ["--relearn-seeds", "1", "--quiet", "--out", str(out)]
+    code, text, err = run(args, capsys)
+    assert code == 0, err
+    assert "not implemented" not in err + text
+    data = json.loads((out / "audit.json").read_text())
+    u = data["models"][1]
+    assert set(u["verdict"]["checks"]) == {
+        *("prior", "input_search", "embedding_search", "prior_mass", "relearn_retain", "relearn_forget")
+    }
+    assert u["grid"] is None and u["verdict"]["checks"]["prior_mass"]["pass"] is None  # no grid for 784-d noise
+    assert u["ball"]["shape"] == [1, 28, 28] and u["prior"]["target"] == 7
+    assert set(u["prior"]["target_fraction"]) == {"attacked", "independent"}
+    e = u["embedding_search"]
+    assert e["start_labels"] == [1, 0, 2] and e["shape"] == [1, 16] and e["starts"] == 3
+    labels = torch.arange(10)
+    assert e["radius"] == pytest.approx(float(moved.label_embedding(labels).reshape(10, -1).norm(dim=1).max()))
+    assert all(b["norm"] <= e["radius"] * (1 + 1e-5) for b in e["best"])
+    assert data["settings"]["embedding_radius"] == 1.0 and "2 steps" in data["title"]
+    md = (out / "audit.md").read_text()
+    assert md == render_audit(data) and "## Class-embedding search" in md and "target 7" in md
+    assert "| embedding search |" in render_verdict(data)
+    assert (out / "figures" / "best_embedding_samples.png").stat().st_size > 0

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
 
-from genunlearn.checkpoints import save_weights
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
 from genunlearn.errors import ConfigError
 from genunlearn.experiments.session import UnlearnSession
@@ -16,18 +14,6 @@ from genunlearn.loop import UnlearnConfig
 from genunlearn.models.mnist_dit import MnistDiT
 from genunlearn.objectives import ObjectiveConfig
 from tests.test_cli import run
-
-
-@pytest.fixture(scope="module")
-def tiny_dit(tmp_path_factory):
-    torch.manual_seed(0)
-    dit = MnistDiT(num_layers=1, num_attention_heads=2, attention_head_dim=8)
-    with torch.no_grad():  # adaLN-Zero starts as the identity: give the blocks something to differentiate
-        for p in dit.parameters():
-            p.add_(0.02 * torch.randn_like(p))
-    path = tmp_path_factory.mktemp("dit") / "tiny.safetensors"
-    save_weights(dit, path, metadata={"build_options": asdict(dit.config)})
-    return path
 
 
 def _session(path, **data):

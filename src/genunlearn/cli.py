@@ -441,6 +441,11 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--forget", default="1", show_default=True, help="The forgotten class(es), e.g. 1 or 1,7.")
 @click.option(
+    "--replace-with",
+    default=None,
+    help="Conditional replacement: the class that replaced the forgotten one (class-conditional models, e.g. 7).",
+)
+@click.option(
     "--unlearned",
     "unlearned",
     multiple=True,
@@ -463,6 +468,33 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--relearn-at", default="10,50,100", show_default=True, help="Update counts k of relearning.")
 @click.option("--relearn-forget", default="0,1,10", show_default=True, help="Forget examples per relearning batch.")
 @click.option("--relearn-seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--relearn-lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam lr."
+)
+@click.option(
+    "--prior-samples",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Fixed prior inputs of the prior check and the relearning measurements.",
+)
+@click.option(
+    "--embedding-starts",
+    type=click.IntRange(min=0),
+    default=22,
+    show_default=True,
+    help="Class-conditional models: starts of the class-embedding search (0: skip).",
+)
+@click.option(
+    "--embedding-radius",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Class-embedding ball: this multiple of the largest norm of the model's real label embeddings.",
+)
+@click.option("--sampler", type=click.Choice(["ddim", "dpm++"]), default=None, help="mnist-dit: sampler (dpm++).")
+@click.option("--sampler-steps", type=click.IntRange(min=1), default=None, help="mnist-dit: sampler steps (10).")
+@click.option("--guidance", type=float, default=None, help="mnist-dit: classifier-free guidance scale (2).")
 @click.option("--confidence", type=float, default=0.9, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -480,6 +512,7 @@ def audit(
     dataset: str | None,
     data_dir: str | None,
     forget: str,
+    replace_with: str | None,
     unlearned: tuple[str, ...],
     retrained: str | None,
     classifier_checkpoint: str | None,
@@ -492,6 +525,13 @@ def audit(
     relearn_at: str,
     relearn_forget: str,
     relearn_seeds: int,
+    relearn_lr: float,
+    prior_samples: int,
+    embedding_starts: int,
+    embedding_radius: float,
+    sampler: str | None,
+    sampler_steps: int | None,
+    guidance: float | None,
     confidence: float,
     seed: int,
     device: str,
@@ -507,8 +547,12 @@ def audit(
     \b
     Example (docs/audit.md):
       genunlearn audit --forget 1 --unlearned rep=runs/rep1 --unlearned s=runs/s1 --out audits/mnist1
+      genunlearn audit --model mnist-dit --forget 1 --replace-with 7 --unlearned s=runs/s/model.safetensors \\
+        --starts 32 --search-steps 30 --out audits/dit1
     """
     from genunlearn.experiments.audit import run_audit_command
+
+    options = {"sampler": sampler, "sampler_steps": sampler_steps, "guidance_scale": guidance}
 
     data = run_audit_command(
         model_name=model_name,
@@ -516,6 +560,8 @@ def audit(
         dataset=dataset,
         data_dir=data_dir,
         forget=_parse_classes(forget),
+        replace_with=_parse_classes(replace_with) if replace_with else (),
+        model_options={k: v for k, v in options.items() if v is not None},
         unlearned=unlearned,
         retrained=retrained,
         classifier_checkpoint=classifier_checkpoint,
@@ -529,6 +575,10 @@ def audit(
             "relearn_at": _int_list(relearn_at),
             "relearn_forget": _int_list(relearn_forget),
             "relearn_seeds": relearn_seeds,
+            "relearn_lr": relearn_lr,
+            "prior_samples": prior_samples,
+            "embedding_starts": embedding_starts,
+            "embedding_radius": embedding_radius,
             "confidence": confidence,
             "seed": seed,
         },

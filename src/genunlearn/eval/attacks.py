@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from genunlearn.adapters import eval_mode, preserved_modes
-from genunlearn.data.batching import Data, infinite_batches
+from genunlearn.data.batching import Data, data_length, infinite_batches
 from genunlearn.errors import ConfigError
 
 Generate = Callable[[nn.Module, torch.Tensor], torch.Tensor]
@@ -167,18 +167,24 @@ def input_search(
     seed: int = 0,
     batch_size: int = 512,
     device: torch.device | str = "cpu",
+    init: torch.Tensor | None = None,
 ) -> SearchResult:
     """Maximise ``target``'s log-probability of the forgotten classes over generator inputs within ``ball``.
 
-    Projected, normalised gradient ascent from each of ``starts`` Gaussian starts (seeded): every step moves each
+    Projected, normalised gradient ascent from each of ``starts`` Gaussian starts (seeded), or from the given
+    starting points ``init`` (projected onto the ball; ``starts`` is then ``len(init)``): every step moves each
     input by ``lr * radius`` (decaying linearly to 0 over ``steps``) along its own gradient's direction, then
     projects it onto the ball. (Adam's per-coordinate scaling would bend the step towards the sign of the gradient
     and stall on the ball's edge away from the constrained optimum.) The model is in eval mode and never changes.
     The best input along each path is kept, then judged by every detector (``target`` and ``others``).
     """
     device = torch.device(device)
-    g = torch.Generator().manual_seed(seed)
-    z0 = ball.draw(starts, g)
+    if init is not None:
+        if tuple(init.shape[1:]) != ball.shape:
+            raise ConfigError(f"starting points of shape {tuple(init.shape[1:])} for a ball of inputs {ball.shape}")
+        z0, starts = ball.project(init.detach().float().cpu()), len(init)
+    else:
+        z0 = ball.draw(starts, torch.Generator().manual_seed(seed))
     best = []
     with frozen(model):
         for i in range(0, starts, batch_size):
@@ -281,13 +287,15 @@ def relearn(
     batch_size: int = 128,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    initial: dict[str, float] | None = None,
 ) -> dict[int, dict[str, float]]:
     """Fine-tune a copy of ``model`` and measure it after each of the update counts ``at``.
 
     Every update descends ``objective`` (the model's training loss) with Adam (``lr``) on a batch of
     ``batch_size`` retained examples plus the same ``n_forget`` forget examples (drawn once, seeded): ``n_forget
     = 0`` is ordinary fine-tuning on retained data. The model is in train mode while it learns; ``measure`` sees it
-    in eval mode. Returns ``{k: measure(model after k updates)}`` (``k = 0`` included).
+    in eval mode. Returns ``{k: measure(model after k updates)}`` (``k = 0`` included: ``initial`` when given, the
+    caller's measurement of the unchanged model, which saves one measurement per call).
     """
     device = torch.device(device)
     work = copy.deepcopy(model).to(device)
@@ -295,7 +303,7 @@ def relearn(
         p.requires_grad_(True)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    n_f = len(forget_data)  # type: ignore[arg-type]
+    n_f = data_length(forget_data)  # a (x, y) tuple holds len(x) examples, not 2
     if n_forget > n_f:
         raise ConfigError(f"relearning with {n_forget} forget examples, but the forget set holds {n_f}")
     extra = _pick(forget_data, torch.randperm(n_f, generator=g)[:n_forget]) if n_forget else None
@@ -303,8 +311,11 @@ def relearn(
     opt = torch.optim.Adam(list(work.parameters()), lr=lr)
     out: dict[int, dict[str, float]] = {}
     wanted = set(at) | {0}
-    with eval_mode(work):
-        out[0] = measure(work)
+    if initial is not None:
+        out[0] = dict(initial)
+    else:
+        with eval_mode(work):
+            out[0] = measure(work)
     for k in range(1, steps + 1):
         batch = next(batches)
         if extra is not None:

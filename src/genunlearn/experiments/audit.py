@@ -37,9 +37,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from genunlearn.adapters import preserved_modes
 from genunlearn.checkpoints import atomic_write, atomic_write_json, atomic_write_text, load_into, safe_torch_load
 from genunlearn.errors import ConfigError, OutputError
-from genunlearn.eval.attacks import Detector, InputBall, grid_scan, input_search, judge, relearn
+from genunlearn.eval.attacks import Detector, InputBall, SearchResult, grid_scan, input_search, judge, relearn
 from genunlearn.outputs import check_writable
 from genunlearn.provenance import file_fingerprint, jsonable, record_start, run_record
 
@@ -68,6 +69,10 @@ class AuditSettings:
         seed: seeds the inputs, starts and relearning.
         share_margin: pass limit of the search share and the prior mass (added to the retrained model's value).
         fraction_threshold: pass limit of forget fractions (prior, relearning; added to the retrained model's).
+        embedding_starts: class-conditional models: starts of the search over the class embedding (0: skip),
+            cycling through the forgotten label's, the other labels' and the null label's embeddings.
+        embedding_radius: the class-embedding ball's radius as a multiple of the largest norm of the model's real
+            label embeddings (labels ``0..num_classes - 1``; the null label's not counted).
     """
 
     confidence: float = 0.9
@@ -86,6 +91,8 @@ class AuditSettings:
     seed: int = 0
     share_margin: float = 0.01
     fraction_threshold: float = 0.02
+    embedding_starts: int = 22
+    embedding_radius: float = 1.0
 
     def validate(self) -> AuditSettings:
         """One-line errors for impossible values."""
@@ -97,6 +104,8 @@ class AuditSettings:
             (bool(self.relearn_at) and min(self.relearn_at) >= 1, "relearn_at needs update counts >= 1"),
             (bool(self.relearn_forget) and min(self.relearn_forget) >= 0, "relearn_forget needs counts >= 0"),
             (self.relearn_seeds >= 1 and self.relearn_batch >= 2, "relearn seeds >= 1 and batch >= 2"),
+            (self.embedding_starts >= 0, f"embedding starts must be >= 0, got {self.embedding_starts}"),
+            (self.embedding_radius > 0, f"the embedding radius must be > 0, got {self.embedding_radius}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -125,16 +134,33 @@ def _key(settings: AuditSettings, detectors: Sequence[Detector], target: AuditTa
     return hashlib.sha256(json.dumps(jsonable(data), sort_keys=True).encode()).hexdigest()
 
 
-def _fractions(model: nn.Module, generate: Any, inputs: torch.Tensor, detectors: Sequence[Detector]) -> dict:
-    """Forget fraction (argmax, as the engine's monitor counts) of the samples from ``inputs``, per detector."""
+def _fractions(
+    model: nn.Module,
+    generate: Any,
+    inputs: torch.Tensor,
+    detectors: Sequence[Detector],
+    also: int | None = None,
+) -> dict:
+    """Forget fraction (argmax, as the engine's monitor counts) of the samples from ``inputs``, per detector.
+
+    With ``also`` (a class), the second value is each detector's share of samples whose argmax is that class.
+    """
     device = next(model.parameters()).device
     hits: dict[str, list[torch.Tensor]] = {d.name: [] for d in detectors}
+    other: dict[str, list[torch.Tensor]] = {d.name: [] for d in detectors}
     with torch.no_grad():
         for i in range(0, len(inputs), 4096):
             samples = generate(model, inputs[i : i + 4096].to(device))
             for d in detectors:
                 hits[d.name].append(d.predict(samples)[1].cpu())
-    return {d.name: float(torch.cat(hits[d.name]).float().mean()) for d in detectors}
+                if also is not None:
+                    with preserved_modes(d.classifier):
+                        d.classifier.eval()
+                        other[d.name].append((d.classifier(samples).argmax(1) == also).cpu())
+    out = {d.name: float(torch.cat(hits[d.name]).float().mean()) for d in detectors}
+    if also is None:
+        return out
+    return out, {d.name: float(torch.cat(other[d.name]).float().mean()) for d in detectors}  # type: ignore[return-value]
 
 
 def _distinct_best(inputs: torch.Tensor, p: torch.Tensor, n: int, min_distance: float) -> torch.Tensor:
@@ -149,6 +175,76 @@ def _distinct_best(inputs: torch.Tensor, p: torch.Tensor, n: int, min_distance: 
     return torch.tensor(chosen, dtype=torch.long)
 
 
+def _summary(search: SearchResult, names: Sequence[str], c: float, order: torch.Tensor) -> dict[str, Any]:
+    """The numbers of one search: shares of confident starts, best and median probabilities, the best inputs
+    (listed when they have at most 8 dimensions, else their norms)."""
+    score = torch.stack([search.p[n] for n in names]).min(0).values
+    flat = search.inputs.reshape(len(search.inputs), -1)
+
+    def where(i: int) -> dict[str, Any]:
+        if flat.shape[1] <= 8:
+            return {"input": [float(v) for v in flat[i]]}
+        return {"norm": float(flat[i].norm())}
+
+    return {
+        "starts": len(search.inputs),
+        "steps": search.steps,
+        "confident_share": {n: float((search.p[n] >= c).float().mean()) for n in names},
+        "confident_share_all": float(search.confident(c).float().mean()),
+        "p_max": {n: float(search.p[n].max()) for n in names},
+        "p_max_all": float(score.max()),
+        "median_p": {n: float(search.p[n].median()) for n in names},
+        "best": [{**where(i), **{n: float(search.p[n][i]) for n in names}} for i in order.tolist()],
+    }
+
+
+class _PairedNoise:
+    """``generate(model, embeddings)`` for the class-embedding search: start ``i`` keeps its own fixed noise.
+
+    The search runs every start in one batch, so a batch of ``len(noise)`` embeddings pairs with the noise in
+    order; ``at(index)`` gives the generator for a subset of the starts.
+    """
+
+    def __init__(self, sampler: Any, noise: torch.Tensor, label: int) -> None:
+        self.sampler, self.noise, self.label = sampler, noise, label
+
+    def __call__(self, model: nn.Module, emb: torch.Tensor) -> torch.Tensor:
+        if len(emb) != len(self.noise):
+            raise ValueError(f"{len(emb)} embeddings for {len(self.noise)} fixed noise tensors")
+        labels = torch.full((len(emb),), self.label, dtype=torch.long, device=emb.device)
+        return self.sampler.generate_grad(model, self.noise.to(emb.device), labels, class_embedding=emb)
+
+    def at(self, index: torch.Tensor) -> _PairedNoise:
+        return _PairedNoise(self.sampler, self.noise[index], self.label)
+
+
+def embedding_ball(
+    session: Any, model: nn.Module, settings: AuditSettings
+) -> tuple[InputBall, torch.Tensor, list[int]]:
+    """The class-embedding search's ball, its starting points' labels and their embeddings.
+
+    Radius: ``embedding_radius`` x the largest norm of ``model``'s real label embeddings (labels
+    ``0..num_classes - 1``). Starting labels: the forgotten one, the other real labels, then the null label
+    (``default_label`` of the sampler), cycled to ``embedding_starts``.
+    """
+    sampler = session.bundle.sampler
+    if not session.conditional_sampler or getattr(sampler, "label_embedding", None) is None:
+        raise ConfigError(
+            "the class-embedding search needs a class-conditional model whose sampler gives label_embedding"
+        )
+    num = session.bundle.num_classes
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        table = sampler.label_embedding(model, torch.arange(num + 1, device=device)).detach().float().cpu()
+    norms = table[:num].reshape(num, -1).norm(dim=1)
+    ball = InputBall(tuple(table.shape[1:]), float(settings.embedding_radius * norms.max()))
+    forget = session.forget_classes[0]
+    null = getattr(sampler, "default_label", num)
+    order = [forget, *(c for c in range(num) if c != forget), *([null] if null not in range(num) else [])]
+    labels = [order[i % len(order)] for i in range(settings.embedding_starts)]
+    return ball, table[torch.tensor(labels, dtype=torch.long)], labels
+
+
 def audit_model(
     session: Any,
     model: nn.Module,
@@ -160,58 +256,78 @@ def audit_model(
     """Every check of the audit on one model (``detectors[0]`` is attacked); numbers and tensors for figures.
 
     ``session`` is an :class:`~genunlearn.experiments.session.UnlearnSession` (the model bundle's sampler,
-    objective and data). The model is not changed.
+    objective and data). The model is not changed. A class-conditional model generates under the (one) forgotten
+    label; its input search goes through the sampler's differentiable path, and a second search optimises a free
+    class embedding in place of the label's (:func:`embedding_ball`).
     """
     sampler = session.bundle.sampler
     if sampler is None:
         raise ConfigError("the audit needs a model with a sampler (its generator inputs)")
-    if session.conditional:
-        raise ConfigError("the audit of conditional replacement (--replace-with) is not implemented yet")
-    generate = session._generate(None)
+    conditional = session.conditional_sampler
+    if conditional and len(session.forget_classes) != 1:
+        raise ConfigError("the audit of a class-conditional model takes one forgotten class (--forget 1)")
+    if conditional and getattr(sampler, "sample_grad", None) is None:
+        raise ConfigError(
+            "the audit of a class-conditional model needs its sampler's differentiable path (sample_grad)"
+        )
+    forget = session.forget_classes[0] if conditional else None
+    generate = session._generate(forget)
+    if conditional:
+        search_generate = lambda m, z: sampler.generate_grad(  # noqa: E731
+            m, z, torch.full((len(z),), forget, dtype=torch.long, device=z.device)
+        )
+    else:
+        search_generate = generate
     device = session.device
     shape = tuple(sampler.draw(1, torch.Generator().manual_seed(0)).shape[1:])
     ball = InputBall.gaussian(shape, settings.quantile)
     c = settings.confidence
     names = [d.name for d in detectors]
+    target = session.targets[0] if session.conditional else None
     prior_inputs = sampler.draw(settings.prior_samples, torch.Generator().manual_seed(10_000 + settings.seed))
     prior_p = judge(model, generate, prior_inputs, detectors)
-    prior = {
-        "forget_fraction": _fractions(model, generate, prior_inputs, detectors),
-        "confident_share": {n: float((prior_p[n] >= c).float().mean()) for n in names},
-        "confident_share_all": float(torch.stack([prior_p[n] >= c for n in names]).all(0).float().mean()),
-    }
-    bar = tqdm(total=3, desc="audit", disable=not progress, leave=False)
-    search = input_search(
-        model,
-        generate,
-        ball,
-        detectors[0],
-        others=detectors[1:],
-        starts=settings.starts,
-        steps=settings.search_steps,
-        lr=settings.search_lr,
-        seed=settings.seed,
-        device=device,
-    )
+    fractions = _fractions(model, generate, prior_inputs, detectors, also=target)
+    prior: dict[str, Any] = {"forget_fraction": fractions[0] if target is not None else fractions}
+    prior["confident_share"] = {n: float((prior_p[n] >= c).float().mean()) for n in names}
+    prior["confident_share_all"] = float(torch.stack([prior_p[n] >= c for n in names]).all(0).float().mean())
+    if target is not None:  # recorded, not judged: what the forgotten label generates instead
+        prior["target"] = target
+        prior["target_fraction"] = fractions[1]
+    bar = tqdm(total=4, desc="audit", disable=not progress, leave=False)
+
+    def attack(gen: Any, on: InputBall, **kw: Any) -> SearchResult:
+        steps, lr = settings.search_steps, settings.search_lr
+        return input_search(model, gen, on, detectors[0], others=detectors[1:], steps=steps, lr=lr, device=device, **kw)
+
+    search = attack(search_generate, ball, starts=settings.starts, seed=settings.seed)
     bar.update()
-    both = search.confident(c)
-    score = torch.stack([search.p[n] for n in names]).min(0).values
     order = _distinct_best(search.inputs, search.p[names[0]], settings.best, 0.05 * ball.radius)
     with torch.no_grad():
         best_samples = generate(model, search.inputs[order].to(device)).cpu()
-    search_out = {
-        "starts": settings.starts,
-        "steps": settings.search_steps,
-        "confident_share": {n: float((search.p[n] >= c).float().mean()) for n in names},
-        "confident_share_all": float(both.float().mean()),
-        "p_max": {n: float(search.p[n].max()) for n in names},
-        "p_max_all": float(score.max()),
-        "median_p": {n: float(search.p[n].median()) for n in names},
-        "best": [
-            {"input": [float(v) for v in search.inputs[i].reshape(-1)], **{n: float(search.p[n][i]) for n in names}}
-            for i in order.tolist()
-        ],
-    }
+    search_out = _summary(search, names, c, order)
+    embedding_out = None
+    embedding_samples = None
+    if conditional and settings.embedding_starts > 0:
+        e_ball, e_init, e_labels = embedding_ball(session, model, settings)
+        noise = sampler.draw(len(e_init), torch.Generator().manual_seed(20_000 + settings.seed))
+        paired = _PairedNoise(sampler, noise, forget)  # type: ignore[arg-type]
+        e_search = attack(paired, e_ball, batch_size=len(e_init), init=e_init)  # one batch: noise i pairs with start i
+        e_order = _distinct_best(e_search.inputs, e_search.p[names[0]], settings.best, 0.05 * e_ball.radius)
+        with torch.no_grad():
+            embedding_samples = paired.at(e_order)(model, e_search.inputs[e_order].to(device)).cpu()
+        embedding_out = _summary(e_search, names, c, e_order)
+        for entry, i in zip(embedding_out["best"], e_order.tolist(), strict=True):
+            entry["start_label"] = e_labels[i]
+        embedding_out["radius"] = e_ball.radius
+        embedding_out["radius_scale"] = settings.embedding_radius
+        embedding_out["shape"] = list(e_ball.shape)
+        embedding_out["start_labels"] = e_labels
+        by_label = {}
+        for lab in dict.fromkeys(e_labels):
+            idx = torch.tensor([i for i, v in enumerate(e_labels) if v == lab])
+            by_label[str(lab)] = float(e_search.confident(c)[idx].float().mean())
+        embedding_out["confident_share_by_start_label"] = by_label
+    bar.update()
     grid_out = None
     grid_p = None
     if ball.dim == 2 and settings.grid > 0:
@@ -232,14 +348,14 @@ def audit_model(
     def measure(m: nn.Module) -> dict[str, float]:
         return _fractions(m, generate, prior_inputs, detectors)
 
-    objective = session.task(_objective_config(session)).retain_loss
+    objective, retain_data = _relearn_setup(session)
     relearn_out: dict[str, Any] = {}
     for n_forget in settings.relearn_forget:
         runs = [
             relearn(
                 model,
                 objective,
-                session.retain_data,
+                retain_data,
                 session.forget_data,
                 measure,
                 n_forget=n_forget,
@@ -249,6 +365,7 @@ def audit_model(
                 batch_size=settings.relearn_batch,
                 seed=settings.seed * 1000 + s,
                 device=device,
+                initial=prior["forget_fraction"],
             )
             for s in range(settings.relearn_seeds)
         ]
@@ -260,7 +377,7 @@ def audit_model(
         relearn_out[str(n_forget)] = per_k
     bar.update()
     bar.close()
-    return {
+    out = {
         "prior": prior,
         "search": search_out,
         "grid": grid_out,
@@ -268,12 +385,29 @@ def audit_model(
         "ball": {"shape": list(ball.shape), "radius": ball.radius, "quantile": ball.quantile},
         "_tensors": {"best_samples": best_samples, "grid": grid_p},
     }
+    if embedding_out is not None:
+        out["embedding_search"] = embedding_out
+        out["_tensors"]["best_embedding_samples"] = embedding_samples
+    return out
 
 
-def _objective_config(session: Any) -> Any:
+def _relearn_setup(session: Any) -> tuple[Any, Any]:
+    """The relearning attacker's loss and retained data.
+
+    The loss is the model's own training loss (class unlearning: the task's retain loss). For conditional
+    replacement it is the bundle's objective on labelled batches, not the replacement task's retain loss (which
+    would train the forgotten label towards the target: the unlearning itself), and the retained data are the
+    examples of every label the model keeps (``session.kept_classes``) with their labels; forget examples carry
+    the forgotten label.
+    """
+    from genunlearn.experiments.session import _with_reduction
     from genunlearn.objectives import ObjectiveConfig
 
-    return ObjectiveConfig()
+    config = ObjectiveConfig()
+    if not session.conditional:
+        return session.task(config).retain_loss, session.retain_data
+    keep = torch.nonzero(torch.isin(session.data.labels, torch.tensor(session.kept_classes))).reshape(-1)
+    return _with_reduction(session.bundle.objective, config.loss_reduction), session._labelled(keep)
 
 
 def verdict(entry: Mapping[str, Any], retrained: Mapping[str, Any] | None, settings: AuditSettings) -> dict[str, Any]:
@@ -286,7 +420,9 @@ def verdict(entry: Mapping[str, Any], retrained: Mapping[str, Any] | None, setti
     - ``relearn_retain``: forget fraction (every detector) after the most retain-only updates below
       ``fraction_threshold`` (plus the retrained model's);
     - ``relearn_forget``: with retrained model only: after every k with the most forget examples, the forget
-      fraction (attacked detector) at most the retrained model's plus ``fraction_threshold``.
+      fraction (attacked detector) at most the retrained model's plus ``fraction_threshold``;
+    - ``embedding_search`` (class-conditional models only; absent otherwise): share of the class-embedding
+      search's starts ending in a confident forgotten sample, same limit as ``input_search``.
     """
     names = list(entry["prior"]["forget_fraction"])
     th, margin = settings.fraction_threshold, settings.share_margin
@@ -297,6 +433,11 @@ def verdict(entry: Mapping[str, Any], retrained: Mapping[str, Any] | None, setti
     share = entry["search"]["confident_share_all"]
     limit = margin + (ref["search"]["confident_share_all"] if ref else 0.0)
     checks["input_search"] = {"value": share, "limit": limit, "pass": share <= limit}
+    if entry.get("embedding_search"):
+        share = entry["embedding_search"]["confident_share_all"]
+        ref_e = ref.get("embedding_search") if ref else None
+        limit = margin + (ref_e["confident_share_all"] if ref_e else 0.0)
+        checks["embedding_search"] = {"value": share, "limit": limit, "pass": share <= limit}
     if entry.get("grid"):
         mass = entry["grid"]["confident_mass_all"]
         limit = margin + (ref["grid"]["confident_mass_all"] if ref and ref.get("grid") else 0.0)
@@ -337,7 +478,11 @@ def _load_target(session: Any, target: AuditTarget, allow_pickle: bool) -> nn.Mo
 
 
 def resolve_checkpoint(path: str) -> tuple[str, dict[str, Any] | None]:
-    """A weights file, or a ``genunlearn unlearn`` output folder (its ``model.safetensors`` and summary)."""
+    """A weights file, or a ``genunlearn unlearn`` output folder (its ``model.safetensors`` and summary).
+
+    For a weights file, a record of the run with the same stem (a bench's ``seed0.json`` next to
+    ``seed0.safetensors``) that names the method and its updates is read as the run's summary.
+    """
     p = Path(path)
     if p.is_dir():
         weights = p / "model.safetensors"
@@ -354,6 +499,16 @@ def resolve_checkpoint(path: str) -> tuple[str, dict[str, Any] | None]:
         return str(weights), run
     if not p.is_file():
         raise ConfigError(f"{p}: checkpoint not found")
+    record = p.with_suffix(".json")  # a bench's per-seed record next to its weights (runs/<method>/seed0.json)
+    if record.is_file():
+        try:
+            s = json.loads(record.read_text())
+        except ValueError:
+            s = None
+        if isinstance(s, dict) and "method" in s and "steps_run" in s:
+            run = {k: s.get(k) for k in ("method", "seed", "status", "steps_run", "updates_to_unlearn")}
+            run["config"] = s.get("config")
+            return str(p), run
     return str(p), None
 
 
@@ -389,7 +544,12 @@ def run_audit(
     if (out / "audit.json").exists() and not (resume or overwrite):
         raise OutputError(f"{out} already holds an audit; --resume reuses its unchanged parts, --overwrite redoes it")
     check_writable(out)
-    extra = {"forget": list(session.forget_classes), "model": session.model_config.name}
+    extra = {
+        "forget": list(session.forget_classes),
+        "model": session.model_config.name,
+        "replace_with": list(session.targets),
+        "options": dict(session.model_config.options),
+    }
     results: dict[str, dict[str, Any]] = {}
     runs: dict[str, Any] = {}
     paths: dict[str, str | None] = {}
@@ -441,6 +601,8 @@ def run_audit(
     data = jsonable(data)
     figures = out / "figures"
     _figure_best(results, targets, detectors, figures / "best_samples.png", settings)
+    if any("embedding_search" in results[t.name] for t in targets):
+        _figure_best(results, targets, detectors, figures / "best_embedding_samples.png", settings, "embedding_search")
     if any(results[t.name]["_tensors"]["grid"] is not None for t in targets):
         _figure_grid(results, targets, detectors, figures / "prior_mass.png", settings)
     atomic_write_json(out / "audit.json", data)
@@ -451,7 +613,8 @@ def run_audit(
 # --- figures ------------------------------------------------------------------------------------------------------
 
 
-def _figure_best(results, targets, detectors, path: Path, settings: AuditSettings) -> None:
+def _figure_best(results, targets, detectors, path: Path, settings: AuditSettings, search: str = "search") -> None:
+    """The best samples of each model's input search (``search="search"``) or class-embedding search."""
     import matplotlib.pyplot as plt
 
     from genunlearn.eval.figures import _tile
@@ -460,19 +623,24 @@ def _figure_best(results, targets, detectors, path: Path, settings: AuditSetting
     rows = len(targets)
     fig, axes = plt.subplots(rows, 1, figsize=(1.1 * settings.best + 1.5, 1.35 * rows + 0.6), squeeze=False)
     names = [d.name for d in detectors]
+    tensor = "best_samples" if search == "search" else "best_embedding_samples"
     for ax, t in zip(axes[:, 0], targets, strict=True):
         r = results[t.name]
-        imgs = r["_tensors"]["best_samples"]
+        if search not in r:
+            ax.axis("off")
+            continue
+        imgs = r["_tensors"][tensor]
         if len(imgs):
             ax.imshow(1.0 - _tile(imgs, 1), cmap="gray", vmin=0, vmax=1)
-        ps = ", ".join(f"{b[names[0]]:.2f}" for b in r["search"]["best"])
-        share = r["search"]["confident_share_all"]
+        ps = ", ".join(f"{b[names[0]]:.2f}" for b in r[search]["best"])
+        share = r[search]["confident_share_all"]
         ax.set_title(
             f"{t.name} ({t.kind}): {share:.0%} of starts confident; p[{names[0]}] = {ps}", fontsize=7, loc="left"
         )
         ax.axis("off")
+    what = "input search" if search == "search" else "class-embedding search"
     fig.suptitle(
-        f"Best samples of the input search (maximising p[{names[0]}] of the forgotten class; distinct optima only)",
+        f"Best samples of the {what} (maximising p[{names[0]}] of the forgotten class; distinct optima only)",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.93))
@@ -544,11 +712,16 @@ def _recall_note(detectors: Sequence[Mapping[str, Any]]) -> str:
 
 
 def render_verdict(data: Mapping[str, Any]) -> str:
-    """The verdict table of an audit (first table of ``audit.md``; report generator ``audit-verdict``)."""
+    """The verdict table of an audit (first table of ``audit.md``; report generator ``audit-verdict``).
+
+    The class-embedding search's column appears only when some model has that check (class-conditional models).
+    """
+    emb = any("embedding_search" in m["verdict"]["checks"] for m in data["models"])
     lines = [
-        "| model | kind | updates | prior | input search | prior mass | relearn (retain only) "
-        "| relearn (forget examples) | pass |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | kind | updates | prior | input search | "
+        + ("embedding search | " if emb else "")
+        + "prior mass | relearn (retain only) | relearn (forget examples) | pass |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if emb else ""),
     ]
     for m in data["models"]:
         run = m.get("run") or {}
@@ -556,8 +729,8 @@ def render_verdict(data: Mapping[str, Any]) -> str:
         c = m["verdict"]["checks"]
 
         def cell(name: str, fmt=_pct, c=c) -> str:
-            ch = c[name]
-            if ch["pass"] is None:
+            ch = c.get(name)
+            if ch is None or ch["pass"] is None:
                 return "n/a"
             mark = "✓" if ch["pass"] else "✗"
             return f"{fmt(ch['value'])} {mark}"
@@ -565,7 +738,8 @@ def render_verdict(data: Mapping[str, Any]) -> str:
         verdict_txt = "reference" if m["kind"] == "original" else ("**pass**" if m["verdict"]["pass"] else "fail")
         lines.append(
             f"| {m['name']} | {m['kind']} | {updates} | {cell('prior')} | {cell('input_search')} | "
-            f"{cell('prior_mass')} | {cell('relearn_retain')} | {cell('relearn_forget', _pts)} | {verdict_txt} |"
+            + (f"{cell('embedding_search')} | " if emb else "")
+            + f"{cell('prior_mass')} | {cell('relearn_retain')} | {cell('relearn_forget', _pts)} | {verdict_txt} |"
         )
     return "\n".join(lines)
 
@@ -619,6 +793,7 @@ def render_audit(data: Mapping[str, Any]) -> str:
             + " / ".join(f"{se['p_max'][d]:.3f}" for d in dets)
             + f" | {_pct(grid['confident_mass_all']) if grid else 'n/a'} |"
         )
+    lines += _render_conditional(data, dets)
     ks = [str(k) for k in s["relearn_at"]]
     lines += [
         "",
@@ -640,6 +815,63 @@ def render_audit(data: Mapping[str, Any]) -> str:
             )
     lines.append("")
     return "\n".join(lines)
+
+
+def _render_conditional(data: Mapping[str, Any], dets: Sequence[str]) -> list[str]:
+    """``audit.md``'s sections for class-conditional models: the replacement target's share of the prior samples
+    and the class-embedding search (nothing for other models)."""
+    s, models = data["settings"], data["models"]
+    lines: list[str] = []
+    if any("target_fraction" in m["prior"] for m in models):
+        target = next(m["prior"]["target"] for m in models if "target" in m["prior"])
+        lines += [
+            "",
+            "## What the forgotten label generates",
+            "",
+            f"Share of the {s['prior_samples']} prior samples generated under the forgotten label that each detector "
+            f"calls the forgotten class and the replacement target {target} (argmax; recorded, not judged).",
+            "",
+            "| model | forgotten class (" + " / ".join(dets) + f") | target {target} (" + " / ".join(dets) + ") |",
+            "|---|---|---|",
+        ]
+        for m in models:
+            pr = m["prior"]
+            lines.append(
+                f"| {m['name']} | "
+                + " / ".join(_pct(pr["forget_fraction"][d]) for d in dets)
+                + " | "
+                + " / ".join(_pct(pr.get("target_fraction", {}).get(d)) for d in dets)
+                + " |"
+            )
+    with_emb = [m for m in models if m.get("embedding_search")]
+    if with_emb:
+        e0 = with_emb[0]["embedding_search"]
+        lines += [
+            "",
+            "## Class-embedding search",
+            "",
+            f"{e0['starts']} starts, {e0['steps']} normalised gradient steps on a free class embedding (every "
+            f"block's row, {' x '.join(str(v) for v in e0['shape'])}) used in place of the forgotten label's, the "
+            "initial noise fixed per start; starts from the forgotten label's embedding, the other labels' and the "
+            f"null label's in turn. Ball: |e| <= {s['embedding_radius']:g} x the largest norm of the model's real "
+            "label embeddings (per model, below). Confident share of all starts and of the starts from the "
+            "forgotten label's embedding.",
+            "",
+            "| model | radius | starts confident (" + " / ".join(dets) + " / all) | from the forgotten label "
+            "| best p (" + " / ".join(dets) + ") |",
+            "|---|---|---|---|---|",
+        ]
+        forget = str(data["forget"][0])
+        for m in with_emb:
+            e = m["embedding_search"]
+            lines.append(
+                f"| {m['name']} | {e['radius']:.3f} | "
+                + " / ".join(_pct(e["confident_share"][d]) for d in dets)
+                + f" / {_pct(e['confident_share_all'])} | {_pct(e['confident_share_by_start_label'].get(forget))} | "
+                + " / ".join(f"{e['p_max'][d]:.3f}" for d in dets)
+                + " |"
+            )
+    return lines
 
 
 def audit_for_bench(
@@ -724,7 +956,9 @@ def run_audit_command(
     dataset: str | None,
     data_dir: str | None,
     forget: tuple[int, ...],
-    unlearned: Sequence[str],
+    replace_with: tuple[int, ...] = (),
+    model_options: Mapping[str, Any] | None = None,
+    unlearned: Sequence[str] = (),
     retrained: str | None,
     classifier_checkpoint: str | None,
     classifier_bn: bool | None,
@@ -739,7 +973,11 @@ def run_audit_command(
     title: str | None,
     progress: bool,
 ) -> dict[str, Any]:
-    """``genunlearn audit``: build the session and the detectors, then :func:`run_audit`."""
+    """``genunlearn audit``: build the session and the detectors, then :func:`run_audit`.
+
+    ``replace_with``: audit conditional replacement (the forgotten label replaced by these); ``model_options``:
+    keyword arguments of the model's factory (``mnist-dit``: ``sampler``, ``sampler_steps``, ``guidance_scale``).
+    """
     from dataclasses import replace
 
     from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
@@ -755,21 +993,24 @@ def run_audit_command(
         resolve_checkpoint(t.path)  # a missing file fails before any work
     check_writable(out)
     session = UnlearnSession(
-        ModelConfig(name=model_name, checkpoint=checkpoint, allow_pickle=allow_pickle).validate(),
-        DataConfig(dataset=dataset, data_dir=data_dir, forget=forget).validate(),
+        ModelConfig(
+            name=model_name, checkpoint=checkpoint, allow_pickle=allow_pickle, options=dict(model_options or {})
+        ).validate(),
+        DataConfig(dataset=dataset, data_dir=data_dir, forget=forget, replace_with=replace_with).validate(),
         MonitorConfig(classifier_checkpoint=classifier_checkpoint, classifier_bn=classifier_bn),
         device=device,
     )
     if session.classifier is None:
         raise ConfigError(f"--model {model_name} brings no classifier; the audit needs a detector")
-    if independent_classifier is None and model_name == "mnist-vae" and (dataset or "mnist") == "mnist":
+    mnist = model_name in ("mnist-vae", "mnist-dit") and (dataset or "mnist") == "mnist"
+    if independent_classifier is None and mnist:
         found = authors_weights("classifier.safetensors")
         independent_classifier = str(found) if found is not None else None
         if found is not None and independent_classifier_bn is None:
             independent_classifier_bn = True  # their forward skips bn1: 17% of real 1s at p >= 0.9 (docs/audit.md)
     from genunlearn.models.registry import bundled_weights
 
-    first = classifier_checkpoint or (str(bundled_weights("mnist-classifier")) if model_name == "mnist-vae" else None)
+    first = classifier_checkpoint or (str(bundled_weights("mnist-classifier")) if mnist else None)
     detectors = [Detector("attacked", session.classifier, session.forget_classes)]
     info: list[dict[str, Any]] = [
         {"name": "attacked", "checkpoint": first, "use_bn": getattr(session.classifier, "use_bn", None)}

@@ -84,6 +84,11 @@ class ConditionalDiffusionSampler:
         default_label: the label used when none is given (the null label: unconditional samples).
         differentiable: whether gradients flow through ``sample`` (a many-step sampler under ``no_grad``
             does not: classifier-assisted methods then refuse this model).
+        sample_grad: optional ``sample_grad(model, labels, noise, class_embedding) -> images``: the same
+            sampler with gradients reaching ``noise`` and ``class_embedding`` (``None``, or a tensor that replaces
+            the labels' class embeddings in the conditional branch); what ``genunlearn audit`` searches through.
+        label_embedding: optional ``label_embedding(model, labels) -> class embeddings`` (the tensors that
+            ``sample_grad``'s ``class_embedding`` replaces, one per label).
     """
 
     shape: tuple[int, ...]
@@ -91,14 +96,31 @@ class ConditionalDiffusionSampler:
     default_label: int = 0
     differentiable: bool = False
     conditional: bool = True
+    sample_grad: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    label_embedding: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
     def draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randn(n, *self.shape, generator=generator)
 
-    def generate(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def _labels(self, inputs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         if labels is None:
-            labels = torch.full((len(inputs),), self.default_label, dtype=torch.long, device=inputs.device)
-        return self.sample(model, labels, inputs)
+            return torch.full((len(inputs),), self.default_label, dtype=torch.long, device=inputs.device)
+        return labels
+
+    def generate(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.sample(model, self._labels(inputs, labels), inputs)
+
+    def generate_grad(
+        self,
+        model: nn.Module,
+        inputs: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        class_embedding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Samples with gradients through ``inputs`` (the noise) and ``class_embedding`` (see ``sample_grad``)."""
+        if self.sample_grad is None:
+            raise ConfigError("this model's sampler has no differentiable path (sample_grad)")
+        return self.sample_grad(model, self._labels(inputs, labels), inputs, class_embedding)
 
 
 @dataclass

@@ -171,15 +171,34 @@ class MnistDiT(nn.Module):
         """A fresh :class:`~diffusers.DDPMScheduler` with the noise schedule the model is trained with."""
         return DDPMScheduler(**self.noise_schedule)
 
+    def _label_embedders(self) -> list[LabelEmbedding]:
+        """Each block's label-embedding table (diffusers gives every adaLN-Zero block its own)."""
+        return [block.norm1.emb.class_embedder for block in self.transformer.transformer_blocks]
+
+    def label_embedding(self, labels: torch.Tensor) -> torch.Tensor:
+        """The class embedding of ``labels`` (int ``(B,)``): every block's table row, shape ``(B, num_layers, D)``.
+
+        This is what ``forward``'s ``class_embedding`` replaces (``D`` = heads x head dim).
+        """
+        return torch.stack([e.embedding_table(labels.long()) for e in self._label_embedders()], dim=1)
+
     def forward(
-        self, x_t: torch.Tensor, timesteps: torch.Tensor | int, labels: torch.Tensor, *, prediction: str = "eps"
+        self,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor | int,
+        labels: torch.Tensor,
+        *,
+        prediction: str = "eps",
+        class_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predicted noise for noisy images ``x_t`` (``(B, C, H, W)``, scale [-1, 1]) at ``timesteps``.
 
         ``timesteps``: an int or a tensor of shape ``()`` or ``(B,)``; ``labels``: int tensor ``(B,)`` with
         values in ``0..num_classes`` (``num_classes`` = null label). Returns a tensor shaped like ``x_t``:
         the noise (``prediction="eps"``) or the velocity ``v = sqrt(a) eps - sqrt(1 - a) x0``
-        (``prediction="v"``).
+        (``prediction="v"``). ``class_embedding`` (``(B, num_layers, D)``, see :meth:`label_embedding`), when
+        given, is used in place of the label embeddings (``labels`` then only give the batch size): a free
+        condition, e.g. for the audit's search over label embeddings.
         """
         if prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {prediction!r}")
@@ -187,7 +206,19 @@ class MnistDiT(nn.Module):
         t = torch.as_tensor(timesteps, device=x_t.device)
         if t.ndim == 0:
             t = t.expand(b)
-        out = self.transformer(x_t, timestep=t, class_labels=labels.to(x_t.device), return_dict=False)[0]
+        hooks = []
+        if class_embedding is not None:
+            embedders = self._label_embedders()
+            if class_embedding.shape[:2] != (b, len(embedders)):
+                got = tuple(class_embedding.shape)
+                raise ValueError(f"class_embedding must be (B={b}, num_layers={len(embedders)}, D), got {got}")
+            for i, e in enumerate(embedders):  # the block's lookup returns the given rows (hooks removed below)
+                hooks.append(e.register_forward_hook(lambda _m, _a, _o, row=class_embedding[:, i]: row))
+        try:
+            out = self.transformer(x_t, timestep=t, class_labels=labels.to(x_t.device), return_dict=False)[0]
+        finally:
+            for h in hooks:
+                h.remove()
         if self.config.output == prediction:
             return out
         a = self.alphas_cumprod.to(x_t.dtype)[t.long()].view(b, *([1] * (x_t.ndim - 1)))
@@ -289,7 +320,6 @@ def make_sampler(model: MnistDiT, sampler: str = "ddim") -> DDIMScheduler | DPMS
     raise ValueError(f"unknown sampler {sampler!r}; choose from {SAMPLERS}")
 
 
-@torch.no_grad()
 def sample(
     model: MnistDiT,
     labels: torch.Tensor,
@@ -300,13 +330,15 @@ def sample(
     sampler: str = "ddim",
     batch_size: int = 500,
     progress: bool = False,
+    class_embedding: torch.Tensor | None = None,
+    grad: bool = False,
 ) -> torch.Tensor:
     """Generate images of classes ``labels`` from initial ``noise``; returns ``(B, C, H, W)`` in [0, 1].
 
     Deterministic given ``noise`` (``(B, C, H, W)`` standard normal). Classifier-free guidance:
     ``eps = eps(x, null) + guidance_scale * (eps(x, y) - eps(x, null))`` with the conditional and null
     batches evaluated together (``guidance_scale`` 1: conditional model only; 0: unconditional). The model is
-    run in eval mode without gradients, in chunks of ``batch_size`` images; its mode is restored afterwards.
+    run in eval mode, in chunks of ``batch_size`` images; its mode is restored afterwards.
 
     Args:
         model: the DiT.
@@ -317,39 +349,62 @@ def sample(
         sampler: ``"ddim"`` (eta = 0) or ``"dpm++"`` (DPM-Solver++ 2M), see :func:`make_sampler`.
         batch_size: images per chunk.
         progress: show a progress bar over chunks.
+        class_embedding: ``(B, num_layers, D)``: the conditional branch uses these embeddings instead of the
+            labels' (:meth:`MnistDiT.label_embedding`); the null branch of guidance keeps the null label.
+        grad: keep the autograd graph (gradients reach ``noise``, ``class_embedding`` and the weights); default
+            without gradients.
     """
     if steps < 1:
         raise ValueError("steps must be >= 1")
     if noise.shape[0] != labels.shape[0]:
         raise ValueError(f"{labels.shape[0]} labels but {noise.shape[0]} noise images")
+    if class_embedding is not None and class_embedding.shape[0] != labels.shape[0]:
+        raise ValueError(f"{labels.shape[0]} labels but {class_embedding.shape[0]} class embeddings")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = []
     try:
         n_chunks = math.ceil(labels.shape[0] / batch_size)
-        for noise_c, y in tqdm(
-            zip(noise.split(batch_size), labels.split(batch_size), strict=True),
-            total=n_chunks,
-            desc="sample",
-            disable=not progress,
-        ):
-            sched = make_sampler(model, sampler)  # multistep solvers keep state: one per chunk
-            sched.set_timesteps(steps, device=device)
-            x = noise_c.to(device=device, dtype=torch.float32) * sched.init_noise_sigma
-            y = y.to(device)
-            null = torch.full_like(y, model.null_label)
-            for t in sched.timesteps:
-                x_in = sched.scale_model_input(x, t)
-                if guidance_scale == 1.0:
-                    eps = model(x_in, t, y)
-                elif guidance_scale == 0.0:
-                    eps = model(x_in, t, null)
-                else:
-                    eps_c, eps_u = model(torch.cat([x_in, x_in]), t, torch.cat([y, null])).chunk(2)
-                    eps = eps_u + guidance_scale * (eps_c - eps_u)
-                x = sched.step(eps, t, x, return_dict=False)[0]
-            out.append(((x.clamp(-1.0, 1.0) + 1.0) / 2.0).cpu())
+        embs = class_embedding.split(batch_size) if class_embedding is not None else [None] * n_chunks
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            for noise_c, y, emb in tqdm(
+                zip(noise.split(batch_size), labels.split(batch_size), embs, strict=True),
+                total=n_chunks,
+                desc="sample",
+                disable=not progress,
+            ):
+                out.append(_sample_chunk(model, y.to(device), noise_c, emb, steps, guidance_scale, sampler))
     finally:
         model.train(was_training)
     return torch.cat(out) if out else noise.new_zeros((0, *noise.shape[1:]))
+
+
+def _sample_chunk(
+    model: MnistDiT,
+    y: torch.Tensor,
+    noise: torch.Tensor,
+    emb: torch.Tensor | None,
+    steps: int,
+    guidance_scale: float,
+    sampler: str,
+) -> torch.Tensor:
+    """One chunk of :func:`sample` (a fresh scheduler: multistep solvers keep state)."""
+    device = y.device
+    sched = make_sampler(model, sampler)
+    sched.set_timesteps(steps, device=device)
+    x = noise.to(device=device, dtype=torch.float32) * sched.init_noise_sigma
+    null = torch.full_like(y, model.null_label)
+    null_emb = None if emb is None else model.label_embedding(null).to(emb.dtype)
+    for t in sched.timesteps:
+        x_in = sched.scale_model_input(x, t)
+        if guidance_scale == 1.0:
+            eps = model(x_in, t, y, class_embedding=emb)
+        elif guidance_scale == 0.0:
+            eps = model(x_in, t, null)
+        else:
+            both = None if emb is None else torch.cat([emb, null_emb])  # type: ignore[list-item]
+            eps_c, eps_u = model(torch.cat([x_in, x_in]), t, torch.cat([y, null]), class_embedding=both).chunk(2)
+            eps = eps_u + guidance_scale * (eps_c - eps_u)
+        x = sched.step(eps, t, x, return_dict=False)[0]
+    return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).cpu()
