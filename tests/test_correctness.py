@@ -260,6 +260,7 @@ _CHANGED = {
     "relabel_weight": (0.3, "salun", {}),
     "ewc_lambda": (3.0, "amnesia", {}),
     "replay_weight": (0.2, "amnesia", {}),
+    "keep_weight": (3.0, "rep-keep", {}),
     "stop_at": (1.0, "uno", {}),
     "early_stop": (False, "uno", {"stop_at": 1.0}),
     "seed": (5, "uno", {}),
@@ -303,6 +304,7 @@ def _observable_run(config: UnlearnConfig):
         "surrogate": lambda m, br, bf: ((m(z[:8]) - 0.5) ** 2).sum(),
         "replay": lambda m, br, bf: ((m(z[8:16]) - target) ** 2).sum(),
         "ewc": lambda m, br, bf: sum(((p - anchor[n]) ** 2).sum() for n, p in m.named_parameters()),
+        "keep": lambda m, br, bf: ((m(z[16:24]) - target) ** 2).sum(),
     }
 
     res = unlearn(
