@@ -105,3 +105,41 @@ def test_replacement_unlearning_on_the_denoiser_moves_only_the_forget_label():
         progress=False,
     )
     assert std.steps_run == 2
+
+
+def test_preserved_labels_get_gradient_and_forgotten_ones_are_refused():
+    """ReplacementTask.preserve: the other labels' parameters receive retain gradient only with the term; a
+    preserve draw carrying a forget or target label is an error, not a silent change of the task."""
+    from genunlearn.errors import DataError
+    from genunlearn.objectives import labelled_draws
+
+    obj = DiffusionObjective(_sched())
+    x_o = torch.rand(20, 1, 4, 4)
+    y_o = torch.tensor([0, 3] * 10)
+    batch = torch.rand(8, 1, 4, 4)
+    grads = {}
+    for name, preserve in (("paper", None), ("preserve", labelled_draws((x_o, y_o)))):
+        model = TinyDenoiser()
+        task = ReplacementTask(obj.conditional, forget_condition=1, target_condition=2, preserve=preserve)
+        task.retain_loss(model, batch).backward()
+        grads[name] = model.a.grad.detach().clone()
+    assert grads["paper"][0] == 0 and grads["paper"][3] == 0 and grads["paper"][1] != 0
+    assert grads["preserve"][0] != 0 and grads["preserve"][3] != 0 and grads["preserve"][4] == 0
+    bad = ReplacementTask(obj.conditional, 1, 2, preserve=labelled_draws((x_o, torch.full((20,), 2))))
+    with pytest.raises(DataError, match="target labels"):
+        bad.retain_loss(TinyDenoiser(), batch)
+    with pytest.raises(ConfigError, match="preserve_weight"):
+        ReplacementTask(obj.conditional, 1, 2, preserve_weight=-1.0)
+    with pytest.raises(ConfigError, match="no examples"):
+        labelled_draws((x_o[:0], y_o[:0]))
+
+
+def test_labelled_draws_reads_datasets_of_labelled_items():
+    from genunlearn.objectives import labelled_draws
+
+    data = torch.utils.data.TensorDataset(torch.rand(5, 1, 2, 2), torch.tensor([4, 5, 6, 7, 8]))
+    torch.manual_seed(0)
+    x, y = labelled_draws(data)(7, torch.device("cpu"))
+    assert x.shape == (7, 1, 2, 2) and y.dtype == torch.int64 and set(y.tolist()) <= {4, 5, 6, 7, 8}
+    for xi, yi in zip(x, y, strict=True):
+        assert torch.equal(xi, data[int(yi) - 4][0])

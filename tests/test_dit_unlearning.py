@@ -163,10 +163,43 @@ def test_dit_bench_cli_passes_sampler_guidance_and_no_memory(monkeypatch, tmp_pa
         return {"table": "t"}
 
     monkeypatch.setattr(dit_bench, "run_dit_bench", fake)
-    argv = ["bench", "mnist-dit", "--sampler", "ddim", "--guidance", "3", "--no-memory", "--out", str(tmp_path)]
+    argv = ["bench", "mnist-dit", "--sampler", "ddim", "--guidance", "3", "--no-memory", "--preserve-weight", "0.5",
+            "--out", str(tmp_path)]  # fmt: skip
     code, _, err = run(argv, capsys)
     assert code == 0, err
     s = seen["settings"]
     assert (s.sampler, s.guidance_scale, s.measure_memory, s.seeds) == ("ddim", 3.0, False, 3)
+    assert s.preserve_weight == 0.5
     code, _, _ = run(["bench", "mnist-dit", "--out", str(tmp_path)], capsys)
     assert code == 0 and seen["settings"].measure_memory and seen["settings"].sampler == "dpm++"
+    assert seen["settings"].preserve_weight == 0
+
+
+def test_preserve_weight_adds_the_other_labels_to_the_retain_loss(tiny_dit):
+    """--preserve-weight: the retain loss also descends the other labels' denoising loss on their own data (the
+    paper's L^R sees labels 1 and 7 only); weight 0 is exactly the paper's; class unlearning refuses it."""
+    s = _session(tiny_dit)
+    model = s.fresh_model()
+    x_t = s.retain_data[0][:6], s.retain_data[1][:6]
+    losses = {}
+    for w in (0.0, 1.0, 3.0):
+        torch.manual_seed(5)
+        losses[w] = float(s.task(ObjectiveConfig(loss_reduction="mean", preserve_weight=w)).retain_loss(model, x_t))
+    extra = losses[1.0] - losses[0.0]
+    assert extra > 0 and losses[3.0] - losses[0.0] == pytest.approx(3 * extra, rel=1e-4)
+    # the drawn examples come from the other labels only, as many as the retain batch
+    drawn = []
+    task = s.task(ObjectiveConfig(loss_reduction="mean", preserve_weight=1.0))
+    real = task.conditional_loss
+    object.__setattr__(task, "conditional_loss", lambda m, x, c: drawn.append(c.clone()) or real(m, x, c))
+    task.retain_loss(model, x_t)
+    assert [len(c) for c in drawn] == [6, 6, 6]
+    assert set(drawn[0].tolist()) == {1} and set(drawn[1].tolist()) == {7}
+    assert not set(drawn[2].tolist()) & {1, 7} and set(drawn[2].tolist()) <= set(range(10))
+    # the plain engine runs with it, and a class-unlearning session refuses it
+    cfg = UnlearnConfig(method="d", steps=2, batch_size=4, lr=1e-3, stop_at=None)
+    _, res = s.run(cfg, ObjectiveConfig(loss_reduction="mean", preserve_weight=1.0), progress=False)
+    assert res.steps_run == 2 and not res.diverged
+    plain = _session(tiny_dit, replace_with=())
+    with pytest.raises(ConfigError, match="replace-with"):
+        plain.task(ObjectiveConfig(preserve_weight=1.0))

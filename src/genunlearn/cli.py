@@ -859,6 +859,12 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
 @click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale (default 2).")
 @click.option("--class-samples", type=int, default=None, help="Per class, before/after (default 100).")
 @click.option("--fid-samples", type=int, default=None, help="Kept classes' samples for FID (default 1000).")
+@click.option(
+    "--preserve-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Weight of a retain term over the other labels (genunlearn; default 0: the paper's L^R).",
+)
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
 @click.option(
     "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."
@@ -882,6 +888,7 @@ def bench_mnist_dit(
     guidance,
     class_samples,
     fid_samples,
+    preserve_weight,
     quick,
     no_memory,
     device,
@@ -908,6 +915,7 @@ def bench_mnist_dit(
         "guidance_scale": guidance,
         "class_samples": class_samples,
         "fid_samples": fid_samples,
+        "preserve_weight": preserve_weight,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     if no_memory:

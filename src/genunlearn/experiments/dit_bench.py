@@ -74,6 +74,8 @@ class DiTBenchSettings:
         fid_samples: samples of the kept classes for FID after each run (0: skip).
         grid_per_class: samples per class in the before/after grids (seed 0).
         measure_memory: measure each method's peak live-tensor memory in one step (the CPU profiler is slow).
+        preserve_weight: weight of genunlearn's retain term over the other labels (their denoising loss on
+            their own data, :class:`~genunlearn.objectives.ReplacementTask`); 0: the paper's L^R.
     """
 
     seeds: int = 3
@@ -94,6 +96,7 @@ class DiTBenchSettings:
     fid_samples: int = 1000
     grid_per_class: int = 6
     measure_memory: bool = True
+    preserve_weight: float = 0.0
 
     @classmethod
     def quick(cls) -> DiTBenchSettings:
@@ -140,10 +143,14 @@ def _config(method: str, s: DiTBenchSettings, seed: int) -> UnlearnConfig:
     ).validate()
 
 
+def _objective(s: DiTBenchSettings) -> ObjectiveConfig:
+    return ObjectiveConfig(loss_reduction=s.loss_reduction, preserve_weight=s.preserve_weight)
+
+
 def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
     """One (method, seed): the JSON-able record and the model."""
     cfg = _config(method, s, seed)
-    objective = ObjectiveConfig(loss_reduction=s.loss_reduction)
+    objective = _objective(s)
     monitor = session.monitor(seed)
     model, result = session.run(cfg, objective, monitor=monitor, progress=False)
     log = result.log
@@ -196,7 +203,7 @@ def step_memory(session: UnlearnSession, method: str, s: DiTBenchSettings) -> in
     model = adapter.model
     params = adapter.trainable_parameters()
     cfg = _config(method, s, 0)
-    task = session.task(ObjectiveConfig(loss_reduction=s.loss_reduction))
+    task = session.task(_objective(s))
     g_r, g_f = stream_generators(0)
     xr = next(infinite_batches(session.retain_data, s.batch_size, g_r, device=session.device))
     xf = next(infinite_batches(session.forget_data, s.batch_size, g_f, device=session.device))
@@ -273,10 +280,11 @@ def render_table(rows: list[dict], original: dict[str, Any], s: DiTBenchSettings
         f"({s.class_samples} samples per class); FID of the kept classes' samples "
         f"{_opt(original.get('fid_kept'), '.2f')} ({s.fid_samples} samples, classifier features). "
         f"{s.seeds} seeds, K = {s.steps} updates, batch {s.batch_size}, lr {s.lr:g}, beta_o {s.beta_o:g}, "
-        f"{s.loss_reduction} loss; monitor: {s.monitor_samples} noises per seed, read every {s.monitor_every} "
-        f"updates; sampler {s.sampler} {s.sampler_steps} steps, guidance {s.guidance_scale:g}. Mean (std) over "
-        "seeds; updates and time over the seeds that reached the threshold. Held: below the threshold for the "
-        "next 20 updates after first reaching it. Memory: live tensors of one step (profiler), one measurement.",
+        f"{s.loss_reduction} loss{_preserve_note(s)}; monitor: {s.monitor_samples} noises per seed, read every "
+        f"{s.monitor_every} updates; sampler {s.sampler} {s.sampler_steps} steps, guidance {s.guidance_scale:g}. "
+        "Mean (std) over seeds; updates and time over the seeds that reached the threshold. Held: below the "
+        "threshold for the next 20 updates after first reaching it. Memory: live tensors of one step (profiler), "
+        "one measurement.",
         "",
         f"| method | updates to < {s.threshold:g} | time to unlearn (s) | reached · held | {f} -> {f} after "
         f"| {f} -> {t} after | accuracy, other classes | accuracy, class {t} | FID kept classes "
@@ -292,6 +300,15 @@ def render_table(rows: list[dict], original: dict[str, Any], s: DiTBenchSettings
             f"| {_f(r['fid_kept'], '.2f')} | {_f(r['time_per_step_s'], '.0f', 1e3)} | {mem} |"
         )
     return "\n".join(out)
+
+
+def _preserve_note(s: DiTBenchSettings) -> str:
+    if not s.preserve_weight:
+        return ""
+    return (
+        f", plus a retain term over the other labels (their denoising loss on their own data, weight "
+        f"{s.preserve_weight:g}; genunlearn, not the paper's L^R)"
+    )
 
 
 def csv_rows(rows: list[dict]) -> list[dict]:

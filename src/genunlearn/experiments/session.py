@@ -47,6 +47,7 @@ from genunlearn.objectives import (
     StandardTask,
     Task,
     batch_inputs,
+    labelled_draws,
 )
 from genunlearn.outputs import prepare_run_dir
 from genunlearn.provenance import record_start, run_record
@@ -384,6 +385,8 @@ class UnlearnSession:
 
     def task(self, objective: ObjectiveConfig) -> Task:
         """The task: class unlearning with the bundle's task or objective, or conditional replacement."""
+        if objective.preserve_weight > 0 and not self.conditional:
+            raise ConfigError("--preserve-weight applies to conditional replacement (--replace-with) only")
         if not self.conditional and self.bundle.task is not None:
             return self.bundle.task
         obj = _with_reduction(self.bundle.objective, objective.loss_reduction)
@@ -392,7 +395,15 @@ class UnlearnSession:
         cond = getattr(obj, "conditional", None) or self.bundle.conditional_loss
         if cond is None:
             raise ConfigError("--replace-with needs a conditional model (its factory gives no conditional loss)")
-        return ReplacementTask(cond, list(self.forget_classes), list(self.targets))
+        preserve = None
+        if objective.preserve_weight > 0:
+            others = [c for c in self.kept_classes if c not in self.targets]
+            if not others:
+                raise ConfigError("--preserve-weight: no class is neither forgotten nor a target")
+            index = torch.nonzero(torch.isin(self.data.labels, torch.tensor(others))).reshape(-1)
+            preserve = labelled_draws(self._labelled(index))
+        forget, targets = list(self.forget_classes), list(self.targets)
+        return ReplacementTask(cond, forget, targets, preserve=preserve, preserve_weight=objective.preserve_weight)
 
     def run(
         self,

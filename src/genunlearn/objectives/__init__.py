@@ -21,6 +21,7 @@ from genunlearn.objectives.tasks import (
     Task,
     batch_inputs,
     batch_labels,
+    labelled_draws,
 )
 from genunlearn.objectives.vae import LIKELIHOODS, VAEObjective, reconstruction_loss, vae_objective
 
@@ -42,6 +43,7 @@ __all__ = [
     "check_hat_kind",
     "encode_all",
     "hat_divergence",
+    "labelled_draws",
     "model_prediction",
     "nearest_unambiguous",
     "reconstruction_loss",

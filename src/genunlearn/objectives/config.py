@@ -28,6 +28,9 @@ class ObjectiveConfig:
         guidance: ``esd``: the negative guidance scale (ESD: 1).
         siss_mixture: ``siss``: probability of noising the forget example of a pair (SISS: 0.5).
         siss_forget_scale: ``siss``: weight of the subtracted forget term (1: the exact retain loss).
+        preserve_weight: conditional replacement (``--replace-with``): weight of a retain term over the other
+            classes (neither forgotten nor targets), their plain loss on their own data, one batch per step as
+            large as the retain batch (genunlearn); 0: the paper's L^R, which sees the forget and target classes only.
     """
 
     loss_reduction: str = "sum"
@@ -39,6 +42,7 @@ class ObjectiveConfig:
     guidance: float = 1.0
     siss_mixture: float = 0.5
     siss_forget_scale: float = 1.0
+    preserve_weight: float = 0.0
 
     def validate(self) -> ObjectiveConfig:
         """Check every field; raises :class:`ConfigError` with one line."""
@@ -57,4 +61,6 @@ class ObjectiveConfig:
             raise ConfigError(f"siss_mixture must lie in (0, 1), got {self.siss_mixture}")
         if self.guidance < 0 or self.siss_forget_scale < 0:
             raise ConfigError("guidance and siss_forget_scale must be >= 0")
+        if self.preserve_weight < 0:
+            raise ConfigError(f"preserve_weight must be >= 0, got {self.preserve_weight}")
         return self
