@@ -159,16 +159,17 @@ def naive_uno(params, l_r_fn, l_f_fn, beta_o=1e3):
 
 
 def make_steps(model, retain_fn, forget_fn, xr, xf, hat, rep):
-    """One callable per applicable method (and the naive baselines) computing a step's direction; steps that
-    differentiate through gradients run with the MATH attention kernel, as the loop selects it."""
+    """One callable per applicable method of the paper and genunlearn (and the naive baselines) computing a step's
+    direction; steps that differentiate through gradients run with the MATH attention kernel, as the loop selects
+    it. Peer methods with their own terms are left out (their costs: ``bench``'s per-step times)."""
     params = [p for p in model.parameters() if p.requires_grad]
     l_r_fn = lambda: retain_fn(model, xr)  # noqa: E731
     l_f_fn = lambda: forget_fn(model, xf)  # noqa: E731
     steps = {}
     for name in METHODS:
         method = get_method(name)
-        if (method.uses_classifier and hat is None) or (method.uses_replacement and rep is None):
-            continue
+        if (method.uses_classifier and hat is None) or (method.uses_replacement and rep is None) or method.terms:
+            continue  # the peer methods' own terms (relabel, EWC, replay ...) are not set up here
         counter = {"k": 0}
 
         def step(method=method, counter=counter, name=name):

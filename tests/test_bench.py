@@ -132,6 +132,7 @@ def test_quick_bench_end_to_end_and_resume(tmp_path, capsys):
     audited = json.loads((out / "audit" / "audit.json").read_text())["models"][1]
     assert rows[1].split(" | ")[1] == f"{100 * audited['verdict']['checks']['prior']['value']:.1f}%"
     assert rows[0].endswith("| reference |") and "relearn, 1 forget examples (k = 1)" in section
+    assert "embedding search" not in section.lower()  # the column of conditional models' audits only
     assert run_report(out, check=True) == []
     doc = out / "README.md"  # the same rows as a generated block of a results README
     doc.write_text("<!-- begin generated: bench-audit results.json -->\n<!-- end generated: bench-audit -->\n")

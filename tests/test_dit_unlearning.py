@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ from genunlearn.loop import UnlearnConfig
 from genunlearn.models.mnist_dit import MnistDiT
 from genunlearn.objectives import ObjectiveConfig
 from tests.test_cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _session(path, **data):
@@ -110,6 +114,16 @@ def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
     code, stdout2, err = run([*argv, "--out", str(out)], capsys)  # resumes from the records
     assert code == 0, err and (out / "runs" / "uno" / "seed0.json").read_text() == record
     assert stdout2.split("Original model")[1] == stdout.split("Original model")[1]
+    assert "Audit of the seed-0 models" not in stdout2
+    # an audit of the seed-0 models in OUT/audit (here: the committed one of the real bench) joins the table
+    (out / "audit").mkdir()
+    shutil.copy(ROOT / "results/mnist-dit/bench-3seeds/audit/audit.json", out / "audit" / "audit.json")
+    code, stdout3, err = run([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    section = stdout3[stdout3.index("## Audit of the seed-0 models") :]
+    assert "| embedding search |" in section and "Embedding search: the same for 22 starts" in section
+    assert "| original | 100.0% | 100.0% | 54.5% | n/a |" in section and "| UNO | 20.5% | 100.0% | 13.6% |" in section
+    assert "| Gradient surgery (S) | 0.0% | 90.6% | 18.2% |" in section and (out / "table.md").read_text() == stdout3
 
 
 def test_peak_live_tensor_bytes_counts_what_a_step_allocates():

@@ -869,9 +869,11 @@ def _table_outputs(results: Path, table: str, rows: list[dict]) -> list[Output]:
 
 def _dit_bench_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
     """``table.md`` and ``table.csv`` beside a DiT bench's ``results.json`` (``genunlearn bench mnist-dit``)."""
+    from genunlearn.experiments.bench import read_bench_audit
     from genunlearn.experiments.dit_bench import csv_rows, render_table, settings_from
 
-    table = render_table(data["rows"], data["original"], settings_from(dict(data)), data["title"]) + "\n"
+    audit = read_bench_audit(results.parent)
+    table = render_table(data["rows"], data["original"], settings_from(dict(data)), data["title"], audit=audit) + "\n"
     return _table_outputs(results, table, csv_rows(data["rows"]))
 
 

@@ -339,10 +339,11 @@ def audit_table(audit: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
 
     models = {m["name"]: m for m in audit["models"]}
     k, most = max(audit["settings"]["relearn_at"]), max(audit["settings"]["relearn_forget"])
+    emb = _has_embedding_search(audit)
     out = [
-        f"| algorithm | prior | input search | prior mass | relearn, retain only (k = {k}) "
-        f"| relearn, {most} forget examples (k = {k}) | pass |",
-        "|---|---|---|---|---|---|---|",
+        f"| algorithm | prior | input search |{' embedding search |' if emb else ''} prior mass "
+        f"| relearn, retain only (k = {k}) | relearn, {most} forget examples (k = {k}) | pass |",
+        "|---|---|---|---|---|---|---|" + ("---|" if emb else ""),
     ]
 
     def pct(v: Any) -> str:
@@ -362,15 +363,20 @@ def audit_table(audit: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
             verdict = "fail"
         else:
             verdict = "**pass**" if fidelity.get(name, True) else "pass, fidelity ✗"
+        embedding = f"{pct(c.get('embedding_search', {}).get('value'))} | " if emb else ""
         out.append(
-            f"| {label} | {pct(c['prior']['value'])} | {pct(c['input_search']['value'])} "
-            f"| {pct(c['prior_mass']['value'])} | {pct(c['relearn_retain']['value'])} | {pct(h['relearn_forget'])} "
+            f"| {label} | {pct(c['prior']['value'])} | {pct(c['input_search']['value'])} | {embedding}"
+            f"{pct(c['prior_mass']['value'])} | {pct(c['relearn_retain']['value'])} | {pct(h['relearn_forget'])} "
             f"| {verdict} |"
         )
     missing = sorted(set(models) - {n for n, _ in order})
     if missing:
         out += ["", f"Audited models that are not bench entries (in `audit/audit.md`): {', '.join(missing)}."]
     return out
+
+
+def _has_embedding_search(audit: dict[str, Any]) -> bool:
+    return any(m["verdict"]["checks"].get("embedding_search", {}).get("value") is not None for m in audit["models"])
 
 
 def audit_legend(audit: dict[str, Any]) -> str:
@@ -387,8 +393,15 @@ def audit_legend(audit: dict[str, Any]) -> str:
         f"`audit/audit.json`; detectors: {detectors}). Prior: forget fraction of {set_['prior_samples']} prior "
         f"samples (largest over the detectors). Input search: share of {set_['starts']} starts whose best input "
         f"(within the ball holding {set_['quantile']:.1%} of the prior's mass) decodes to a sample every detector "
-        f"calls the forgotten class with p >= {set_['confidence']}. Prior mass: share of the prior's mass decoding "
-        f"to such a sample (2-d grid). Relearn: forget fraction after {k} Adam updates (lr {set_['relearn_lr']}, "
+        f"calls the forgotten class with p >= {set_['confidence']}. "
+        + (
+            f"Embedding search: the same for {set_['embedding_starts']} starts in the label-embedding space (within "
+            f"{set_['embedding_radius']:g} x the largest real label embedding's norm). "
+            if _has_embedding_search(audit)
+            else ""
+        )
+        + "Prior mass: share of the prior's mass decoding to such a sample (2-d grid; n/a without one). "
+        f"Relearn: forget fraction after {k} Adam updates (lr {set_['relearn_lr']}, "
         f"mean of {set_['relearn_seeds']} seeds) on retained data only (largest over the detectors) and with "
         f"{most} forget examples in every batch (attacked detector). Pass: every check within its limit "
         "(docs/audit.md); "

@@ -33,7 +33,7 @@ from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
 from genunlearn.errors import ConfigError
 from genunlearn.eval.memory import peak_live_tensor_bytes
 from genunlearn.eval.monitor import wilson_interval
-from genunlearn.experiments.bench import first_below, held_below, stays_below
+from genunlearn.experiments.bench import first_below, held_below, read_bench_audit, render_audit_section, stays_below
 from genunlearn.experiments.records import dumps_compact, read_seed_record, write_seed_record
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.loop import UnlearnConfig
@@ -266,8 +266,11 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], memory: 
     return rows
 
 
-def render_table(rows: list[dict], original: dict[str, Any], s: DiTBenchSettings, title: str) -> str:
-    """Markdown: one row per method (mean (std) over seeds)."""
+def render_table(
+    rows: list[dict], original: dict[str, Any], s: DiTBenchSettings, title: str, audit: dict[str, Any] | None = None
+) -> str:
+    """Markdown: one row per method (mean (std) over seeds), and the audit of the seed-0 models when ``OUT/audit``
+    holds one (``genunlearn audit`` on ``runs/<method>/seed0.safetensors``)."""
     f, t = original["forget"], original["target"]
     lo, hi = original["forget_fraction_ci"]
     out = [
@@ -299,7 +302,10 @@ def render_table(rows: list[dict], original: dict[str, Any], s: DiTBenchSettings
             f"| {_f(r['target_share_final'])} | {_f(r['accuracy_other_classes'])} | {_f(r['accuracy_target'])} "
             f"| {_f(r['fid_kept'], '.2f')} | {_f(r['time_per_step_s'], '.0f', 1e3)} | {mem} |"
         )
-    return "\n".join(out)
+    if audit is not None:
+        entries = [{"entry": r["method"], "label": r["label"], "fidelity": True} for r in rows]
+        out += ["", *render_audit_section(audit, entries)]
+    return "\n".join(out).rstrip("\n")
 
 
 def _preserve_note(s: DiTBenchSettings) -> str:
@@ -391,7 +397,7 @@ def run_dit_bench(
             models_seed0[method] = load_into(session.fresh_model(), path.with_suffix(".safetensors")).eval()
         records.setdefault(method, []).append(rec)
     rows = aggregate(records, original, memory)
-    table = render_table(rows, original, s, title)
+    table = render_table(rows, original, s, title, audit=read_bench_audit(out))
     atomic_write_text(out / "table.md", table + "\n")
     atomic_write_csv(out / "table.csv", csv_rows(rows))
     atomic_write_text(
