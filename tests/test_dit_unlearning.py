@@ -115,6 +115,10 @@ def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
     assert code == 0, err and (out / "runs" / "uno" / "seed0.json").read_text() == record
     assert stdout2.split("Original model")[1] == stdout.split("Original model")[1]
     assert "Audit of the seed-0 models" not in stdout2
+    # a resume with other settings refuses the old records (one line), instead of mixing them into the table
+    code, _, err = run([*argv, "--lr", "3e-4", "--out", str(out)], capsys)
+    assert code == 2 and "lr = 0.0001" in err and "another --out" in err and len(err.strip().splitlines()) == 1
+    assert (out / "runs" / "uno" / "seed0.json").read_text() == record
     # an audit of the seed-0 models in OUT/audit (here: the committed one of the real bench) joins the table
     (out / "audit").mkdir()
     shutil.copy(ROOT / "results/mnist-dit/bench-3seeds/audit/audit.json", out / "audit" / "audit.json")
@@ -217,3 +221,19 @@ def test_preserve_weight_adds_the_other_labels_to_the_retain_loss(tiny_dit):
     plain = _session(tiny_dit, replace_with=())
     with pytest.raises(ConfigError, match="replace-with"):
         plain.task(ObjectiveConfig(preserve_weight=1.0))
+
+
+def test_every_committed_dit_bench_record_was_made_with_its_folders_settings():
+    """The committed DiT benches resume cleanly: each per-seed record names the settings of its folder's
+    results.json (up to the seed count and the memory switch), so no table mixes runs of other settings."""
+    from genunlearn.experiments.dit_bench import check_resumed, settings_from
+    from genunlearn.experiments.records import read_seed_record
+
+    folders = sorted(p.parent / "results.json" for p in (ROOT / "results" / "mnist-dit").glob("*/runs"))
+    assert len(folders) >= 4
+    for results in folders:
+        settings = settings_from(json.loads(results.read_text()))
+        records = sorted(results.parent.glob("runs/*/seed*.json"))
+        assert records, results
+        for path in records:
+            check_resumed(read_seed_record(path), settings, path)

@@ -223,6 +223,32 @@ def step_memory(session: UnlearnSession, method: str, s: DiTBenchSettings) -> in
     return peak_live_tensor_bytes(step, session.device)
 
 
+#: Settings a resumed record may differ in: they do not change a (method, seed) record's numbers.
+RESUME_FREE = ("seeds", "measure_memory")
+
+
+def check_resumed(record: dict[str, Any], s: DiTBenchSettings, path: Path) -> None:
+    """Refuse to reuse a per-seed record made with other settings (a resume must not mix runs silently).
+
+    Records name their settings in ``provenance.config.settings``; a field missing there (a record older than the
+    field) counts as that field's default. Records without provenance are trusted (none are committed).
+    """
+    from dataclasses import fields
+
+    made = ((record.get("provenance") or {}).get("config") or {}).get("settings")
+    if not isinstance(made, dict):
+        return
+    for f in fields(DiTBenchSettings):
+        if f.name in RESUME_FREE:
+            continue
+        was, now = made.get(f.name, f.default), getattr(s, f.name)
+        if was != now:
+            raise ConfigError(
+                f"{path} was made with {f.name} = {was!r}, this run asks for {now!r}: "
+                "resume with the same settings or write to another --out"
+            )
+
+
 def _ms(values: list[float | None]) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
@@ -359,6 +385,11 @@ def run_dit_bench(
     (out / "figures").mkdir(exist_ok=True)
     s = settings
     title = title or f"MNIST DiT: replace digit {s.forget} by {s.target}"
+    for method in chosen:  # before any work: a resume with other settings is refused, not mixed in
+        for seed in range(s.seeds):
+            path = out / "runs" / method / f"seed{seed}.json"
+            if path.is_file():
+                check_resumed(read_seed_record(path), s, path)
     session = make_session(s, checkpoint, device)
     original_model = session.fresh_model()
     mon0 = session.monitor(0)
