@@ -247,3 +247,36 @@ def test_sweep_cells_record_monitor_and_provenance(tmp_path):
     assert prov["command"]["line"].startswith("python ") and "--steps 2" in prov["command"]["line"]
     assert prov["config"]["unlearn_config"]["method"] == "d" and len(prov["inputs"]["vae"]["sha256"]) == 64
     assert run_report(tmp_path, check=True) == []  # summary.md / summary.csv regenerate from cells.jsonl
+
+
+def test_goal_checks_apply_each_part_of_issue_17s_goal():
+    from genunlearn.report import goal_checks
+
+    row = {"median_first_below": 10, "held": 9, "seeds": 10, "median_fid_retain_delta": 1.5,
+           "median_collateral_at_first": 0.03}  # fmt: skip
+    assert goal_checks(row) == {"speed": True, "hold": True, "fid": True, "collateral": True}
+    worse = {**row, "median_first_below": float("inf"), "held": 8, "median_fid_retain_delta": 1.51,
+             "median_collateral_at_first": None}  # fmt: skip
+    assert goal_checks(worse) == {"speed": False, "hold": False, "fid": False, "collateral": False}
+
+
+def test_sweep_goal_block_lists_the_digits_meeting_each_part(tmp_path):
+    """The generated goal table on a two-digit sweep: digit 9 meets everything, digit 8 only the FID part."""
+    from genunlearn.report import GENERATORS
+
+    def cell(forget, seed, first, ff_after, fid, coll):
+        curve = [0.5] * first + [0.01] + [ff_after] * 100
+        return {"method": "rep", "beta_o": 1e3, "ascent_weight": 1.0, "beta_r": 10.0, "lr": 1e-3, "optimizer": "adam",
+                "loss_reduction": "sum", "forget": forget, "seed": seed, "steps": 101 + first, "checkpoint": None,
+                "classifier_checkpoint": None, "status": "ok", "first_below": first, "stays_below": first,
+                "held": ff_after < 0.02, "ff_initial": 0.5, "ff_final": ff_after, "ff_min": 0.01, "fid_retain": 10.0,
+                "fid_retain_delta": fid, "time_per_step_s": 0.01, "curve": curve,
+                "collateral_at_first": coll, "collateral_final": coll, "retained_tv_final": 0.05,
+                "hold": 100}  # fmt: skip
+
+    cells = [cell(9, k, 2, 0.01, 0.1, 0.02) for k in range(10)] + [cell(8, k, 30, 0.05, 0.5, 0.1) for k in range(10)]
+    path = tmp_path / "cells.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in cells))
+    table = GENERATORS["sweep-goal"][0](tmp_path, ["beta_r", "cells.jsonl"])
+    row = next(line for line in table.splitlines() if line.startswith("| rep |"))
+    assert row.split(" | ")[2:] == ["9", "9", "8, 9", "9", "9 |"]

@@ -505,6 +505,61 @@ def _gen_sweep_by(root: Path, args: list[str]) -> str:
     return "\n".join(out)
 
 
+#: Issue 17's goal, per digit: median updates to < 2%, share of seeds holding, retain-FID change, collateral.
+GOAL = {"updates": 10, "held_share": 0.9, "fid": 1.5, "collateral": 0.03}
+
+
+def goal_checks(row: Mapping[str, Any]) -> dict[str, bool]:
+    """Which parts of issue 17's goal a sweep summary row (one method, setting and digit) meets."""
+    coll = row.get("median_collateral_at_first")
+    return {
+        "speed": row["median_first_below"] <= GOAL["updates"],
+        "hold": row["held"] >= GOAL["held_share"] * row["seeds"],
+        "fid": row["median_fid_retain_delta"] <= GOAL["fid"],
+        "collateral": coll is not None and coll <= GOAL["collateral"],
+    }
+
+
+@generator("sweep-goal", "X CELLS_JSONL")
+def _gen_sweep_goal(root: Path, args: list[str]) -> str:
+    from genunlearn.experiments.sweep_summary import read_cells, summary_rows, sweep_hold
+
+    x, cells_path = _args(args, 2, "sweep-goal")[:2]
+    cells = read_cells(root / cells_path)
+    if not cells:
+        raise ReportError(f"{cells_path}: no cells")
+    hold = sweep_hold(cells)
+    groups: dict[tuple, list[dict]] = {}
+    for r in summary_rows(cells, hold):
+        groups.setdefault((r["method"], r.get(x)), []).append(r)
+    parts = ("speed", "hold", "fid", "collateral")
+    out = [
+        f"| method | {x} | ≤ {GOAL['updates']} updates (median) | held {hold} updates in ≥ {GOAL['held_share']:.0%} "
+        f"of seeds | retain-FID change ≤ +{GOAL['fid']:g} | collateral ≤ {GOAL['collateral']:.0%} at first < 2% "
+        "| all four |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (method, xv), rs in groups.items():
+        checks = {int(r["forget"]): goal_checks(r) for r in rs}
+
+        def digits(ok: Callable[[dict[str, bool]], bool], checks: dict = checks) -> str:
+            hit = [str(d) for d, c in sorted(checks.items()) if ok(c)]
+            return ", ".join(hit) if hit else "none"
+
+        cols = [digits(lambda c, p=p: c[p]) for p in parts] + [digits(lambda c: all(c.values()))]
+        out.append(f"| {method} | {'—' if xv is None else f'{xv:g}'} | " + " | ".join(cols) + " |")
+    every = ", ".join(str(d) for d in sorted({int(c["forget"]) for c in cells}))
+    seeds = ", ".join(str(n) for n in sorted({r["seeds"] for rs in groups.values() for r in rs}))
+    out += [
+        "",
+        f"Digits (of {every}) meeting each part of issue 17's goal; medians over {seeds} "
+        f"seeds, {cells[0]['steps']} updates; collateral: the share of the monitor's latents the original decoded as a "
+        f"retained digit that changed digit, at the first reading below 2%. Data: `{cells_path}`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
 _TARGETS = {"uno/s": 1.6, "s/naive-s": 0.7, "memory (tensor) uno/s": 2.0}
 _DESCRIPTIONS = {
     "d": "retain descent",
