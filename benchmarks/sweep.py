@@ -53,7 +53,7 @@ def key_of(cell: dict) -> str:
 
 def _drop_unused(cell: dict) -> dict:
     """The cell without the hyperparameters its method does not read (only ``keep_weight`` so far)."""
-    return cell if cell["method"] == "rep-keep" else {k: v for k, v in cell.items() if k != "keep_weight"}
+    return cell if cell["method"].startswith("rep-keep") else {k: v for k, v in cell.items() if k != "keep_weight"}
 
 
 def run_cell(setup: MnistSetup, cell: dict, fid_samples: int, fid_original: float, hold: int) -> dict:

@@ -63,7 +63,7 @@ def _reference_direction(name, model, br, bf, hat, step):
         return _flat_grad(l_r + BETA_H * h, params)
     if name == "rep":
         return _flat_grad(l_r + BETA_R * _replace_loss(model), params)
-    if name == "rep-keep":
+    if name in ("rep-keep", "rep-keep-away"):  # the same rule; only the keep term's latents differ
         return _flat_grad(l_r + BETA_R * _replace_loss(model) + BETA_K * _keep_loss(model), params)
     hat_on = name.endswith("-hat")
     gr_loss = l_r + BETA_H * h if hat_on else l_r
@@ -104,7 +104,7 @@ def test_sgd_update_matches_paper_rule(tiny_problem, name, step):
         replace_loss=lambda: _replace_loss(model),
         step=step,
         hp=MethodParams(beta_o=BETA_O, beta_h=BETA_H, beta_r=BETA_R, keep_weight=BETA_K),
-        terms={"keep": lambda: _keep_loss(model)},
+        terms={"keep": lambda: _keep_loss(model), "keep_away": lambda: _keep_loss(model)},
     )
     out = method.compute(ctx)
     opt = torch.optim.SGD(params, lr=ETA)

@@ -271,6 +271,24 @@ def test_decoder_keep_is_zero_at_the_original_and_pulls_a_moved_decoder_back():
     assert keep.frozen is not vae and not keep.frozen.dec.bias.requires_grad  # a frozen copy
 
 
+def test_keep_away_holds_only_the_retained_latents_away_from_the_forget_data():
+    from genunlearn.objectives.replacement import encode_all, unambiguous_mask
+
+    torch.manual_seed(0)
+    vae = ToyVAE()
+    retain, forget = torch.rand(200, 6) * 0.7, torch.rand(30, 6) * 0.6 + 0.4  # overlapping: a border region
+    terms = vae_terms(["keep", "keep_away"], vae, retain, forget, samples=16, reduction="mean")
+    mu_r, _ = encode_all(vae, retain)
+    mu_f, _ = encode_all(vae, forget)
+    away = unambiguous_mask(mu_r, mu_f)
+    assert 0 < int(away.sum()) < 200
+    torch.testing.assert_close(terms["keep"].mu, mu_r)
+    torch.testing.assert_close(terms["keep_away"].mu, mu_r[away])
+    with pytest.raises(ConfigError, match="away from the forget data"):  # forget data everywhere: nothing to keep
+        vae_terms(["keep_away"], vae, retain, retain, samples=16)
+    assert METHODS["rep-keep-away"].terms == ("keep_away",)
+
+
 def test_rep_keep_runs_through_the_loop_and_keeps_retained_outputs_closer_than_rep():
     torch.manual_seed(0)
     vae = ToyVAE()

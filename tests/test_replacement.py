@@ -48,6 +48,22 @@ def test_brute_force_and_kd_tree_agree_in_low_dimension():
     assert torch.equal(kd.sort(1).values, bf.sort(1).values)
 
 
+@pytest.mark.parametrize("dim", [2, 10])  # KD-tree path and brute-force path
+def test_unambiguous_mask_flags_exactly_the_retained_points_with_a_forget_neighbour(dim):
+    from genunlearn.objectives.replacement import unambiguous_mask
+
+    g = torch.Generator().manual_seed(5)
+    mu_r, mu_f = torch.randn(300, dim, generator=g), torch.randn(40, dim, generator=g) + 1.0
+    mask = unambiguous_mask(mu_r, mu_f, purity_neighbours=8, max_forget_share=0.0)
+    # the definition, by brute force: none of the 8 nearest other points is a forget point
+    d = torch.cdist(mu_r, torch.cat([mu_r, mu_f]))
+    d[torch.arange(300), torch.arange(300)] = float("inf")
+    expected = ~(d.topk(8, largest=False).indices >= 300).any(1)
+    assert torch.equal(mask, expected)
+    assert 0 < int(mask.sum()) < 300  # the border is flagged, the far side is kept
+    assert bool(unambiguous_mask(mu_r, mu_f, purity_neighbours=8, max_forget_share=1.0).all())
+
+
 def _vae_and_data():
     torch.manual_seed(0)
     vae = MNISTVAE(hidden=16).eval()

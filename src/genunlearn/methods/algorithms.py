@@ -314,14 +314,31 @@ class LatentReplacementKeep(Method):
     summary = "rep + beta_k * decoder keep (frozen original's outputs on retained latents); no classifier"
     uses_replacement = True
     terms = ("keep",)
+    keep_term = "keep"
 
     def compute(self, ctx: StepContext) -> StepOutput:
         if ctx.replace_loss is None:
             raise ConfigError("this method needs a latent replacement term (replace_loss) but none was given")
-        l_r, l_p, l_k = ctx.retain_loss(), ctx.replace_loss(), ctx.term("keep")
+        l_r, l_p, l_k = ctx.retain_loss(), ctx.replace_loss(), ctx.term(self.keep_term)
         g_r, g_p, g_k = grad(l_r, ctx.params), grad(l_p, ctx.params), grad(l_k, ctx.params)
         direction = axpy(ctx.hp.keep_weight, g_k, axpy(ctx.hp.beta_r, g_p, g_r))
         return _out(direction, l_r=l_r, g_r=g_r, loss_rep=l_p, loss_keep=l_k)
+
+
+@register
+class LatentReplacementKeepAway(LatentReplacementKeep):
+    """(REP-KEEP-AWAY, genunlearn, experimental): ``rep-keep`` with the keep term away from the forget region.
+
+    As ``rep-keep``, but the decoder is held to the frozen original only at latents of retained examples that
+    lie away from the forget data (none of their 16 nearest latents is a forget example: the rule that chooses
+    ``rep``'s targets), so that the keep term does not defend the border the replacement must move (issue 17's
+    reading of ``rep-keep``'s rebound). No classifier. Measured in docs/findings.md.
+    """
+
+    name = "rep-keep-away"
+    summary = "rep-keep with the keep term only on retained latents away from the forget data; no classifier"
+    terms = ("keep_away",)
+    keep_term = "keep_away"
 
 
 class _RNGState:

@@ -78,6 +78,8 @@ TERMS: dict[str, str] = {
     "siss": "SISS: the importance-sampled retain-minus-forget denoising loss on a mixture of retain and forget data",
     "keep": "decoder keep: the model's output at retained examples' latents held to the frozen original's "
     "(distillation; rep-keep)",
+    "keep_away": "decoder keep on the retained examples away from the forget data only (rep's purity rule: none "
+    "of a point's 16 nearest latents is a forget example; rep-keep-away)",
 }
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from genunlearn.adapters import eval_mode
 from genunlearn.errors import ConfigError, DataError
 from genunlearn.objectives.diffusion import DiffusionObjective, model_prediction
-from genunlearn.objectives.replacement import Examples, encode_all, gather
+from genunlearn.objectives.replacement import Examples, encode_all, gather, unambiguous_mask
 from genunlearn.objectives.tasks import batch_inputs, batch_labels
 from genunlearn.objectives.vae import VAEObjective, reconstruction_loss
 
@@ -462,7 +462,7 @@ def vae_terms(
         device = next(original.parameters()).device
     frozen = frozen_copy(original)
     out: dict[str, Any] = {}
-    need_forget = {"relabel", "surrogate"} & set(names)
+    need_forget = {"relabel", "surrogate", "keep_away"} & set(names)
     mu_f = std_f = None
     if need_forget:
         mu_f, std_f = encode_all(frozen, forget, device=device)
@@ -496,8 +496,13 @@ def vae_terms(
         elif name == "replay":
             mu_r, std_r = encode_all(frozen, retain, device=device)
             out[name] = VAEReplay(frozen, mu_r, std_r, objective, samples)
-        elif name == "keep":
+        elif name in ("keep", "keep_away"):
             mu_r, std_r = encode_all(frozen, retain, device=device)
+            if name == "keep_away":  # only retained examples away from the forget data (rep's purity rule)
+                away = unambiguous_mask(mu_r, mu_f).to(mu_r.device)  # type: ignore[arg-type]
+                if not bool(away.any()):
+                    raise ConfigError("no retained example lies away from the forget data in latent space")
+                mu_r, std_r = mu_r[away], std_r[away]
             out[name] = DecoderKeep(
                 frozen,
                 mu_r,

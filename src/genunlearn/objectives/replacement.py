@@ -75,6 +75,36 @@ def _topk_sq_dist(queries: torch.Tensor, points: torch.Tensor, k: int, chunk: in
     return torch.cat(out)
 
 
+def unambiguous_mask(
+    mu_r: torch.Tensor,
+    mu_f: torch.Tensor,
+    *,
+    purity_neighbours: int = 16,
+    max_forget_share: float = 0.0,
+) -> torch.Tensor:
+    """Boolean mask over the retained points ``mu_r``: True where the point lies away from the forget data.
+
+    A retained point is unambiguous when at most ``max_forget_share`` of its ``purity_neighbours`` nearest points
+    (retained and forget, itself excluded) are forget points (the rule :func:`nearest_unambiguous` uses to choose
+    ``rep``'s targets). Exact: a KD-tree in up to 8 dimensions, chunked matrix products above.
+    """
+    n_r, d = mu_r.shape
+    m = min(purity_neighbours, n_r + len(mu_f) - 1)
+    if m < 1:
+        return torch.ones(n_r, dtype=torch.bool)
+    if d <= 8:
+        r_np, f_np = mu_r.cpu().numpy(), mu_f.cpu().numpy()
+        _, idx = cKDTree(np.concatenate([r_np, f_np])).query(r_np, k=m + 1)
+        share = (np.asarray(idx).reshape(n_r, m + 1)[:, 1:] >= n_r).mean(axis=1)  # the first hit is the point
+        return torch.as_tensor(share <= max_forget_share)
+    r, everything = mu_r.float().cpu(), torch.cat([mu_r, mu_f]).float().cpu()
+    near = _topk_sq_dist(r, everything, m + 1)
+    share = torch.tensor(
+        [sum(j >= n_r for j in [j for j in row if j != i][:m]) / m for i, row in enumerate(near.tolist())]
+    )
+    return share <= max_forget_share
+
+
 def nearest_unambiguous(
     mu_r: torch.Tensor,
     mu_f: torch.Tensor,
@@ -96,9 +126,8 @@ def nearest_unambiguous(
     m = min(purity_neighbours, n_r + len(mu_f) - 1)
     if d <= 8:  # exact KD-tree: fast in low dimension (the MNIST VAE's latent is 2-d)
         r_np, f_np = mu_r.cpu().numpy(), mu_f.cpu().numpy()
-        _, idx = cKDTree(np.concatenate([r_np, f_np])).query(r_np, k=m + 1)
-        share = (np.asarray(idx).reshape(n_r, m + 1)[:, 1:] >= n_r).mean(axis=1)
-        kept = np.flatnonzero(share <= max_forget_share)
+        mask = unambiguous_mask(mu_r, mu_f, purity_neighbours=purity_neighbours, max_forget_share=max_forget_share)
+        kept = np.flatnonzero(mask.numpy())
         if len(kept) < neighbours:
             raise _too_few(len(kept))
         _, nearest = cKDTree(r_np[kept]).query(f_np, k=neighbours)
