@@ -61,7 +61,7 @@ def _reference_direction(name, model, br, bf, hat, step):
         return _flat_grad(l_r, params)
     if name == "h":
         return _flat_grad(l_r + BETA_H * h, params)
-    if name == "rep":
+    if name in ("rep", "rep-decoded"):  # the same rule; only the replacement targets differ
         return _flat_grad(l_r + BETA_R * _replace_loss(model), params)
     if name in ("rep-keep", "rep-keep-away"):  # the same rule; only the keep term's latents differ
         return _flat_grad(l_r + BETA_R * _replace_loss(model) + BETA_K * _keep_loss(model), params)

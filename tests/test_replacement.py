@@ -83,6 +83,29 @@ def test_for_vae_targets_are_nearest_retained_examples_by_frozen_posterior_mean(
     torch.testing.assert_close(rep.mu, mu_f)
 
 
+def test_decoded_targets_are_the_originals_rendering_of_the_same_neighbours():
+    vae, retain, forget = _vae_and_data()
+    data = LatentReplacement.for_vae(vae, retain, forget, neighbours=2, max_forget_share=1.0, samples=8)
+    dec = LatentReplacement.for_vae(
+        vae, retain, forget, neighbours=2, max_forget_share=1.0, samples=8, targets="decoded"
+    )
+    with torch.no_grad():
+        mu_r = vae.encode(retain)[0]
+        expected = torch.sigmoid(vae.decode_logits(mu_r)).reshape(retain.shape)
+    # the same neighbours, each target the original's decoding at that neighbour's posterior mean
+    picked_data = data.targets[data.neighbours]
+    picked_dec = dec.targets[dec.neighbours]
+    assert torch.equal(picked_data, retain[data.neighbours])
+    torch.testing.assert_close(picked_dec, expected[data.neighbours])
+    assert len(dec.targets) == len(torch.unique(data.neighbours))  # only the neighbours in use are decoded
+    assert not dec.targets.requires_grad
+    with pytest.raises(ConfigError, match="replacement targets"):
+        LatentReplacement.for_vae(vae, retain, forget, max_forget_share=1.0, targets="images")
+    from genunlearn.methods import METHODS
+
+    assert METHODS["rep-decoded"].replacement_targets == "decoded" and METHODS["rep"].replacement_targets == "data"
+
+
 def test_replacement_loss_uses_eval_mode_and_restores_the_mode():
     vae, retain, forget = _vae_and_data()
     rep = LatentReplacement.for_vae(vae, retain, forget, max_forget_share=1.0, samples=8)
@@ -128,6 +151,19 @@ def test_rep_forgets_digit_one_on_the_bundled_vae():
     assert res.forget_fraction_final < 0.3 * res.forget_fraction_initial
     fid0 = setup.fid(setup.fresh_model(), 2000)["fid_retain"]
     assert setup.fid(model, 2000)["fid_retain"] < fid0 + 3.0
+
+
+def test_the_session_gives_rep_decoded_the_decoded_targets_and_rep_the_images():
+    from genunlearn.experiments.mnist import MnistSetup, MnistUnlearnSpec
+
+    setup = MnistSetup(MnistUnlearnSpec(forget=(1,), monitor_samples=64))
+    for method in ("rep", "rep-decoded"):
+        setup.run(UnlearnConfig(method=method, steps=1, stop_at=None, seed=0, batch_size=16), progress=False)
+    built = {key[-1]: term for key, term in setup._replacements.items()}
+    assert set(built) == {"data", "decoded"}
+    assert built["data"].targets is setup.retain_data  # rep: the retained images themselves
+    dec = built["decoded"]
+    assert isinstance(dec.targets, torch.Tensor) and len(dec.targets) == len(torch.unique(built["data"].neighbours))
 
 
 def test_for_vae_reads_a_dataset_like_a_tensor():

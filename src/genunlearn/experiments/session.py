@@ -219,11 +219,15 @@ class UnlearnSession:
             samples=objective.hat_samples,
         )
 
-    def replacement(self, objective: ObjectiveConfig, batch_size: int) -> LatentReplacement:
-        """The latent replacement term (built once per neighbours/reduction/batch size from the original model)."""
+    def replacement(self, objective: ObjectiveConfig, batch_size: int, targets: str = "data") -> LatentReplacement:
+        """The latent replacement term (built once per neighbours/reduction/batch size/targets from the original).
+
+        ``targets``: ``"data"`` (``rep``: the nearest unambiguous retained images) or ``"decoded"``
+        (``rep-decoded``: the frozen original's decoding of them).
+        """
         if self.bundle.replacement_likelihood is None:
             raise ConfigError("rep needs an encoder-decoder model (a VAE with encode/decode); this model has none")
-        key = (objective.replace_neighbors, objective.loss_reduction, batch_size)
+        key = (objective.replace_neighbors, objective.loss_reduction, batch_size, targets)
         if key not in self._replacements:
             t0 = time.perf_counter()
             self._replacements[key] = LatentReplacement.for_vae(
@@ -235,6 +239,7 @@ class UnlearnSession:
                 samples=batch_size,
                 reduction=objective.loss_reduction,
                 device=self.device,
+                targets=targets,
             )
             self.terms_setup_s["rep"] = time.perf_counter() - t0
         return self._replacements[key]
@@ -436,7 +441,11 @@ class UnlearnSession:
             self.forget_data,
             config,
             hat=self.hat(objective) if method.uses_classifier else None,
-            replacement=self.replacement(objective, config.batch_size) if method.uses_replacement else None,
+            replacement=(
+                self.replacement(objective, config.batch_size, method.replacement_targets)
+                if method.uses_replacement
+                else None
+            ),
             terms=self.terms(method.terms, objective, config.batch_size),
             monitor=monitor or self.monitor(config.seed),
             extra_monitors=extra_monitors,

@@ -301,6 +301,21 @@ class LatentReplacementDescent(Method):
 
 
 @register
+class LatentReplacementDecoded(LatentReplacementDescent):
+    """(REP-DECODED, genunlearn, experimental): ``rep`` taught the original's own samples, not training images.
+
+    The same rule as ``rep`` (descent on ``L_r + beta_r L_rep``), but the replacement targets are what the frozen
+    original decodes at the nearest unambiguous retained examples' posterior means (issue 17's idea: targets from
+    the frozen decoder at nearby retained latents), so the forget region is asked for samples the model already
+    generates in its own style. No classifier. Measured in docs/findings.md.
+    """
+
+    name = "rep-decoded"
+    summary = "rep with targets decoded by the frozen original at the nearest retained latents; no classifier"
+    replacement_targets = "decoded"
+
+
+@register
 class LatentReplacementKeep(Method):
     """(REP-KEEP, genunlearn, experimental): ``rep`` with the decoder held in place on retained latents.
 

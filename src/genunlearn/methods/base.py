@@ -167,6 +167,9 @@ class Method(ABC):
     summary: ClassVar[str] = ""
     uses_classifier: ClassVar[bool] = False
     uses_replacement: ClassVar[bool] = False
+    #: what the latent replacement term teaches at forget latents (read only with ``uses_replacement``): ``"data"``,
+    #: the nearest unambiguous retained images, or ``"decoded"``, the frozen original's decoding of them.
+    replacement_targets: ClassVar[str] = "data"
     uses_retain: ClassVar[bool] = True
     uses_forget: ClassVar[bool] = True
     #: names of the extra terms (:data:`TERMS`) the method needs; the loop refuses to start without them.

@@ -246,14 +246,20 @@ class LatentReplacement:
         purity_neighbours: int = 16,
         chunk: int = 4096,
         device: torch.device | str | None = None,
+        targets: str = "data",
     ) -> LatentReplacement:
         """Build the term from the original VAE (used frozen, in eval mode) and the retain/forget examples.
 
         ``original`` follows the VAE contract of :mod:`genunlearn.objectives.vae` (``encode``; ``decode_logits``
         for ``likelihood="bernoulli"``, ``decode`` for ``"mse"``); ``retain`` and ``forget`` are tensors or
         datasets (a dataset is read once to encode it, then only the drawn targets are read). Targets are the
-        ``neighbours`` nearest unambiguous retained examples of each forget example (:func:`nearest_unambiguous`).
+        ``neighbours`` nearest unambiguous retained examples of each forget example (:func:`nearest_unambiguous`):
+        the examples themselves (``targets="data"``, ``rep``) or what the frozen original decodes at their
+        posterior means (``targets="decoded"``, ``rep-decoded``: the model's own rendering of the neighbour, so
+        the forget region is taught samples the model already makes rather than training images).
         """
+        if targets not in ("data", "decoded"):
+            raise ConfigError(f"unknown replacement targets {targets!r}; use 'data' or 'decoded'")
         if neighbours < 1:
             raise ConfigError(f"replacement neighbours must be >= 1, got {neighbours}")
         if _num(forget) == 0:
@@ -273,10 +279,24 @@ class LatentReplacement:
         def decode_loss(model: nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return reconstruction_loss(model, z, x, likelihood)
 
+        target_examples: Examples = retain
+        if targets == "decoded":  # only the neighbours in use are decoded; indices remapped to them
+            used, nn_idx = torch.unique(nn_idx, return_inverse=True)
+            image_shape = tuple(gather(retain, torch.zeros(1, dtype=torch.int64), device).shape[1:])
+            z_used = mu_r[used.to(mu_r.device)]
+            if latent_shape and len(latent_shape) > 1:
+                z_used = z_used.reshape(len(z_used), *latent_shape)
+            with eval_mode(original):
+                if likelihood == "bernoulli" and hasattr(original, "decode_logits"):
+                    decoded = torch.sigmoid(original.decode_logits(z_used))  # type: ignore[operator]
+                else:
+                    decoded = original.decode(z_used)  # type: ignore[operator]
+            target_examples = decoded.reshape(len(used), *image_shape).detach()
+
         return cls(
             mu=mu_f,
             std=std_f,
-            targets=retain,
+            targets=target_examples,
             neighbours=nn_idx,
             decode_loss=decode_loss,
             samples=samples,
