@@ -143,3 +143,42 @@ def test_labelled_draws_reads_datasets_of_labelled_items():
     assert x.shape == (7, 1, 2, 2) and y.dtype == torch.int64 and set(y.tolist()) <= {4, 5, 6, 7, 8}
     for xi, yi in zip(x, y, strict=True):
         assert torch.equal(xi, data[int(yi) - 4][0])
+
+
+def test_distillation_is_zero_at_the_frozen_copy_and_the_frozen_predictions_squared_error_otherwise():
+    """DiffusionObjective.distillation: the same timestep/noise draws as the loss, the frozen model's prediction as
+    the target (no gradient into it); ReplacementTask.preserve_loss puts it in place of the preserved draws' loss."""
+    import copy
+
+    from genunlearn.objectives import labelled_draws
+    from genunlearn.objectives.diffusion import model_prediction
+
+    obj = DiffusionObjective(_sched())
+    model = TinyDenoiser()
+    x0, y = torch.rand(8, 1, 4, 4), torch.tensor([0, 3] * 4)
+    frozen = copy.deepcopy(model)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    loss = obj.distillation(model, frozen, x0, y)
+    (g,) = torch.autograd.grad(loss, [model.a])
+    assert float(loss) == 0 and float(g.abs().sum()) == 0
+    with torch.no_grad():
+        model.a.add_(0.3)
+    torch.manual_seed(2)
+    loss = obj.distillation(model, frozen, x0, y)
+    torch.manual_seed(2)  # the draws of DiffusionObjective.loss: t, then the noise
+    t = torch.randint(0, obj.num_train_timesteps, (8,))
+    x_t = obj.scheduler.add_noise(x0, torch.randn_like(x0), t)
+    want = (model_prediction(model, x_t, t, y) - model_prediction(frozen, x_t, t, y)).pow(2).reshape(8, -1).mean(1)
+    torch.testing.assert_close(loss, want.mean())
+    loss.backward()
+    assert frozen.a.grad is None and model.a.grad is not None
+    # in a replacement task: the preserved draws take the distillation instead of their denoising loss
+    draws = labelled_draws((x0, y))
+    calls = []
+    distill = obj.conditional_distillation(frozen)
+    task = ReplacementTask(
+        obj.conditional, 1, 2, preserve=draws, preserve_loss=lambda m, x, c: calls.append(c) or distill(m, x, c)
+    )
+    task.retain_loss(model, torch.rand(4, 1, 4, 4))
+    assert len(calls) == 1 and set(calls[0].tolist()) <= {0, 3}

@@ -187,7 +187,11 @@ def test_dit_bench_cli_passes_sampler_guidance_and_no_memory(monkeypatch, tmp_pa
     assert code == 0, err
     s = seen["settings"]
     assert (s.sampler, s.guidance_scale, s.measure_memory, s.seeds) == ("ddim", 3.0, False, 3)
-    assert s.preserve_weight == 0.5
+    assert s.preserve_weight == 0.5 and s.preserve_target == "data"
+    code, _, err = run(["bench", "mnist-dit", "--preserve-weight", "1", "--preserve-target", "original",
+                        "--out", str(tmp_path)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert seen["settings"].preserve_target == "original"
     code, _, _ = run(["bench", "mnist-dit", "--out", str(tmp_path)], capsys)
     assert code == 0 and seen["settings"].measure_memory and seen["settings"].sampler == "dpm++"
     assert seen["settings"].preserve_weight == 0
@@ -221,6 +225,36 @@ def test_preserve_weight_adds_the_other_labels_to_the_retain_loss(tiny_dit):
     plain = _session(tiny_dit, replace_with=())
     with pytest.raises(ConfigError, match="replace-with"):
         plain.task(ObjectiveConfig(preserve_weight=1.0))
+
+
+def test_preserve_target_original_holds_the_other_labels_to_the_frozen_original(tiny_dit):
+    """--preserve-target original: the other labels' term is 0 while the model is the original (a distillation),
+    grows once the model moves, and runs through the engine; without a preserve weight it is refused."""
+    s = _session(tiny_dit)
+    model = s.fresh_model()
+    x_t = s.retain_data[0][:6], s.retain_data[1][:6]
+    objective = ObjectiveConfig(loss_reduction="mean", preserve_weight=1.0, preserve_target="original")
+    paper = ObjectiveConfig(loss_reduction="mean")
+    torch.manual_seed(5)
+    with_term = float(s.task(objective).retain_loss(model, x_t))
+    torch.manual_seed(5)
+    without = float(s.task(paper).retain_loss(model, x_t))
+    assert with_term == pytest.approx(without, rel=1e-6)  # at the original the distillation adds nothing
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.manual_seed(5)
+    with_term = float(s.task(objective).retain_loss(model, x_t))
+    torch.manual_seed(5)
+    without = float(s.task(paper).retain_loss(model, x_t))
+    assert with_term > without
+    cfg = UnlearnConfig(method="s", steps=2, batch_size=4, lr=1e-3, stop_at=None)
+    _, res = s.run(cfg, objective, progress=False)
+    assert res.steps_run == 2 and not res.diverged
+    with pytest.raises(ConfigError, match="preserve_weight > 0"):
+        ObjectiveConfig(preserve_target="original").validate()
+    with pytest.raises(ConfigError, match="'data' or 'original'"):
+        ObjectiveConfig(preserve_weight=1.0, preserve_target="teacher").validate()
 
 
 def test_every_committed_dit_bench_record_was_made_with_its_folders_settings():

@@ -865,6 +865,13 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
     default=None,
     help="Weight of a retain term over the other labels (genunlearn; default 0: the paper's L^R).",
 )
+@click.option(
+    "--preserve-target",
+    type=click.Choice(["data", "original"]),
+    default=None,
+    help="What that term asks of the other labels: their denoising loss (data, the default) or the frozen "
+    "original's predictions (original: a distillation).",
+)
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
 @click.option(
     "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."
@@ -889,6 +896,7 @@ def bench_mnist_dit(
     class_samples,
     fid_samples,
     preserve_weight,
+    preserve_target,
     quick,
     no_memory,
     device,
@@ -916,6 +924,7 @@ def bench_mnist_dit(
         "class_samples": class_samples,
         "fid_samples": fid_samples,
         "preserve_weight": preserve_weight,
+        "preserve_target": preserve_target,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     if no_memory:

@@ -76,6 +76,8 @@ class DiTBenchSettings:
         measure_memory: measure each method's peak live-tensor memory in one step (the CPU profiler is slow).
         preserve_weight: weight of genunlearn's retain term over the other labels (their denoising loss on
             their own data, :class:`~genunlearn.objectives.ReplacementTask`); 0: the paper's L^R.
+        preserve_target: ``"data"`` (that term is the other labels' denoising loss) or ``"original"`` (their
+            predictions held to the frozen original's: a distillation).
     """
 
     seeds: int = 3
@@ -97,6 +99,7 @@ class DiTBenchSettings:
     grid_per_class: int = 6
     measure_memory: bool = True
     preserve_weight: float = 0.0
+    preserve_target: str = "data"
 
     @classmethod
     def quick(cls) -> DiTBenchSettings:
@@ -144,7 +147,9 @@ def _config(method: str, s: DiTBenchSettings, seed: int) -> UnlearnConfig:
 
 
 def _objective(s: DiTBenchSettings) -> ObjectiveConfig:
-    return ObjectiveConfig(loss_reduction=s.loss_reduction, preserve_weight=s.preserve_weight)
+    return ObjectiveConfig(
+        loss_reduction=s.loss_reduction, preserve_weight=s.preserve_weight, preserve_target=s.preserve_target
+    ).validate()
 
 
 def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
@@ -337,6 +342,11 @@ def render_table(
 def _preserve_note(s: DiTBenchSettings) -> str:
     if not s.preserve_weight:
         return ""
+    if s.preserve_target == "original":
+        return (
+            f", plus a retain term over the other labels (their predictions on their own noised data held to the "
+            f"frozen original's, weight {s.preserve_weight:g}; genunlearn, not the paper's L^R)"
+        )
     return (
         f", plus a retain term over the other labels (their denoising loss on their own data, weight "
         f"{s.preserve_weight:g}; genunlearn, not the paper's L^R)"

@@ -407,8 +407,23 @@ class UnlearnSession:
                 raise ConfigError("--preserve-weight: no class is neither forgotten nor a target")
             index = torch.nonzero(torch.isin(self.data.labels, torch.tensor(others))).reshape(-1)
             preserve = labelled_draws(self._labelled(index))
+        preserve_loss = None
+        if preserve is not None and objective.preserve_target == "original":
+            distill = getattr(obj, "conditional_distillation", None)
+            if distill is None:
+                raise ConfigError("--preserve-target original needs a diffusion objective (a DiffusionObjective)")
+            from genunlearn.objectives.peer_terms import frozen_copy
+
+            preserve_loss = distill(frozen_copy(self.fresh_model()))
         forget, targets = list(self.forget_classes), list(self.targets)
-        return ReplacementTask(cond, forget, targets, preserve=preserve, preserve_weight=objective.preserve_weight)
+        return ReplacementTask(
+            cond,
+            forget,
+            targets,
+            preserve=preserve,
+            preserve_weight=objective.preserve_weight,
+            preserve_loss=preserve_loss,
+        )
 
     def run(
         self,

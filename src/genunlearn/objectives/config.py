@@ -31,6 +31,9 @@ class ObjectiveConfig:
         preserve_weight: conditional replacement (``--replace-with``): weight of a retain term over the other
             classes (neither forgotten nor targets), their plain loss on their own data, one batch per step as
             large as the retain batch (genunlearn); 0: the paper's L^R, which sees the forget and target classes only.
+        preserve_target: what that term asks of the other classes: ``"data"`` (their plain loss on their own
+            data) or ``"original"`` (the model's predictions on their noised data held to the frozen original's:
+            a distillation, diffusion models only).
     """
 
     loss_reduction: str = "sum"
@@ -43,6 +46,7 @@ class ObjectiveConfig:
     siss_mixture: float = 0.5
     siss_forget_scale: float = 1.0
     preserve_weight: float = 0.0
+    preserve_target: str = "data"
 
     def validate(self) -> ObjectiveConfig:
         """Check every field; raises :class:`ConfigError` with one line."""
@@ -63,4 +67,8 @@ class ObjectiveConfig:
             raise ConfigError("guidance and siss_forget_scale must be >= 0")
         if self.preserve_weight < 0:
             raise ConfigError(f"preserve_weight must be >= 0, got {self.preserve_weight}")
+        if self.preserve_target not in ("data", "original"):
+            raise ConfigError(f"preserve_target must be 'data' or 'original', got {self.preserve_target!r}")
+        if self.preserve_target != "data" and self.preserve_weight == 0:
+            raise ConfigError("preserve_target 'original' needs a preserve_weight > 0 (the term it changes)")
         return self

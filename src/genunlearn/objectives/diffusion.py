@@ -96,6 +96,35 @@ class DiffusionObjective:
         per = (pred.float() - target.float()).pow(2).reshape(b, -1).mean(dim=1)
         return per.mean() if self.reduction == "mean" else per.sum()
 
+    def distillation(
+        self, model: nn.Module, frozen: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The model's prediction held to ``frozen``'s on noised clean data ``x0`` (already preprocessed).
+
+        The same draws of timesteps and noise as :meth:`loss`, but the target is what ``frozen`` predicts at the
+        same noisy input and labels (no gradient), not the true noise: 0, with a zero gradient, while the model is
+        ``frozen``'s copy. Used to keep the other classes where the original put them (``--preserve-target
+        original``; genunlearn, not in the paper).
+        """
+        b = x0.shape[0]
+        t = per_example_randint(0, self.num_train_timesteps, b, device=x0.device)
+        x_t = self.scheduler.add_noise(x0, per_example_randn_like(x0), t)
+        with torch.no_grad():
+            target = model_prediction(frozen, x_t, t, labels)
+        pred = model_prediction(model, x_t, t, labels)
+        per = (pred.float() - target.float()).pow(2).reshape(b, -1).mean(dim=1)
+        return per.mean() if self.reduction == "mean" else per.sum()
+
+    def conditional_distillation(
+        self, frozen: nn.Module
+    ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``(model, x, c) -> loss``: :meth:`distillation` against ``frozen`` as a conditional loss (eq. 4's shape)."""
+
+        def loss(model: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return self.distillation(model, frozen, self._prepare(x), c.long())
+
+        return loss
+
     def conditional(self, model: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """``L(M(c), x)``: the loss of data ``x`` generated under conditions ``c`` (eqs. 4 and 7)."""
         return self.loss(model, self._prepare(x), c.long())

@@ -146,6 +146,8 @@ class ReplacementTask:
     targets (with the global random state, like the other draws), whose plain loss ``L(M(c_o), x_o)`` is added
     with weight ``preserve_weight``, one draw as large as the retain batch per call. The paper's L^R sees only
     ``c_f`` and ``c_t``; on a small model the other conditions then drift (measured in ``results/mnist-dit``).
+    ``preserve_loss`` replaces that plain loss for the preserved draws, e.g. a distillation towards the frozen
+    original's predictions (:meth:`~genunlearn.objectives.DiffusionObjective.conditional_distillation`).
     """
 
     conditional_loss: ConditionalLoss
@@ -153,6 +155,7 @@ class ReplacementTask:
     target_condition: int | Sequence[int]
     preserve: Callable[[int, torch.device], tuple[torch.Tensor, torch.Tensor]] | None = None
     preserve_weight: float = 1.0
+    preserve_loss: ConditionalLoss | None = None
 
     def __post_init__(self) -> None:
         forget, target = _as_list(self.forget_condition), _as_list(self.target_condition)
@@ -214,7 +217,8 @@ class ReplacementTask:
         clash = set(torch.unique(c_o).tolist()) & (set(self._map) | set(inverse))  # type: ignore[attr-defined]
         if clash:
             raise DataError(f"preserved examples carry forgotten or target labels {sorted(clash)}")
-        return loss + self.preserve_weight * self.conditional_loss(model, x_o.to(x_t.device), c_o)
+        preserve_loss = self.preserve_loss or self.conditional_loss
+        return loss + self.preserve_weight * preserve_loss(model, x_o.to(x_t.device), c_o)
 
     def forget_loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
         x_f = batch_inputs(batch)
