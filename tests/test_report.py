@@ -280,3 +280,28 @@ def test_sweep_goal_block_lists_the_digits_meeting_each_part(tmp_path):
     table = GENERATORS["sweep-goal"][0](tmp_path, ["beta_r", "cells.jsonl"])
     row = next(line for line in table.splitlines() if line.startswith("| rep |"))
     assert row.split(" | ")[2:] == ["9", "9", "8, 9", "9", "9 |"]
+
+
+def test_collateral_floor_block_gives_each_digits_median_and_range_per_sweep(tmp_path):
+    from genunlearn.report import GENERATORS, ReportError
+
+    def cell(forget, seed, coll, tv):
+        return {"method": "d", "lr": 1e-3, "optimizer": "adam", "forget": forget, "seed": seed, "steps": 10,
+                "collateral_final": coll, "retained_tv_final": tv}  # fmt: skip
+
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / name).mkdir()
+        cells = [cell(1, k, scale * c, 0.01 * scale) for k, c in enumerate((0.02, 0.04, 0.10))] + [
+            cell(7, 0, 0.05, 0.02)
+        ]
+        (tmp_path / name / "cells.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cells))
+    table = GENERATORS["collateral-floor"][0](tmp_path, ["a/cells.jsonl", "b/cells.jsonl"])
+    lines = table.splitlines()
+    assert lines[0] == "| digit left out of the data | `a` | `b` |"
+    assert lines[2] == "| 1 | 4.0% (2.0-10.0%), TV 1.0% | 8.0% (4.0-20.0%), TV 2.0% |"
+    assert lines[3].startswith("| 7 | 5.0% (5.0-5.0%)")
+    assert "after 10 updates of `d` (lr 0.001, adam)" in table
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "cells.jsonl").write_text(json.dumps({**cell(1, 0, 0.1, 0.1), "collateral_final": None}) + "\n")
+    with pytest.raises(ReportError, match="no cells with a collateral reading"):
+        GENERATORS["collateral-floor"][0](tmp_path, ["c/cells.jsonl"])

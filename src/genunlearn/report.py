@@ -40,6 +40,7 @@ import math
 import os
 import re
 import shlex
+import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -500,6 +501,50 @@ def _gen_sweep_by(root: Path, args: list[str]) -> str:
         f"'never': the median seed never got below 2%; max. in those {hold}: median over seeds of the highest "
         f"reading in the {hold} updates after the first one below 2% (100% if it never got there). "
         f"Data: `{cells_path}`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+@generator("collateral-floor", "CELLS_JSONL [CELLS_JSONL ...]")
+def _gen_collateral_floor(root: Path, args: list[str]) -> str:
+    """Per digit and sweep: the collateral change and retained-mix TV after the cells' updates (no threshold)."""
+    from genunlearn.experiments.sweep_summary import read_cells
+
+    if not args:
+        raise ReportError("collateral-floor needs at least one cells.jsonl")
+    per: list[tuple[str, dict[int, list[dict]]]] = []
+    for cells_path in args:
+        cells = read_cells(root / cells_path)
+        if not cells or any(c.get("collateral_final") is None for c in cells):
+            raise ReportError(f"{cells_path}: no cells with a collateral reading")
+        by: dict[int, list[dict]] = {}
+        for c in cells:
+            by.setdefault(int(c["forget"]), []).append(c)
+        per.append((cells_path, by))
+    digits = sorted({d for _, by in per for d in by})
+
+    def cell(cs: list[dict] | None) -> str:
+        if not cs:
+            return "—"
+        col = [c["collateral_final"] for c in cs]
+        tv = statistics.median(c["retained_tv_final"] for c in cs)
+        return f"{100 * statistics.median(col):.1f}% ({100 * min(col):.1f}-{100 * max(col):.1f}%), TV {100 * tv:.1f}%"
+
+    heads = [f"`{Path(p).parent.name}`" for p, _ in per]
+    out = ["| digit left out of the data | " + " | ".join(heads) + " |", "|---|" + "---|" * len(per)]
+    for d in digits:
+        out.append(f"| {d} | " + " | ".join(cell(by.get(d)) for _, by in per) + " |")
+    first = per[0][1][digits[0]][0]
+    seeds = sorted({len(cs) for _, by in per for cs in by.values()})
+    out += [
+        "",
+        f"Collateral change after {first['steps']} updates of `{first['method']}` (lr {first['lr']:g}, "
+        f"{first['optimizer']}): median over {', '.join(map(str, seeds))} seeds (min-max) of the share of the "
+        "monitor's latents the original decoded as a retained digit that now decode to another digit, and the "
+        "median total variation of the retained digits' proportions. Data: "
+        + ", ".join(f"`{p}`" for p, _ in per)
+        + ".",
         "",
     ]
     return "\n".join(out)
