@@ -305,3 +305,21 @@ def test_collateral_floor_block_gives_each_digits_median_and_range_per_sweep(tmp
     (tmp_path / "c" / "cells.jsonl").write_text(json.dumps({**cell(1, 0, 0.1, 0.1), "collateral_final": None}) + "\n")
     with pytest.raises(ReportError, match="no cells with a collateral reading"):
         GENERATORS["collateral-floor"][0](tmp_path, ["c/cells.jsonl"])
+
+
+def test_lora_unlearn_block_gives_medians_hold_and_collateral(tmp_path):
+    from genunlearn.report import GENERATORS
+
+    row = {"config": "lora-r4", "lr": 1e-3, "seeds": 3, "trainable_parameters": 14296,
+           "updates_to_unlearn": [4, None, 6], "reached": 2, "median_updates": 6,
+           "forget_fraction_final": [0.0, 0.05, 0.01],
+           "median_fid_retain_change": 0.5, "held": 1, "median_collateral_at_first": 0.125,
+           "median_collateral_final": None}  # fmt: skip
+    original = {"0": {"fid_retain": 11.0}, "1": {"fid_retain": 12.0}}
+    data = {"unlearn": {"method": "rep", "model": "m", "steps": 120, "monitor": "1,024 latents", "fid_samples": 100,
+                        "original": original, "summary": [row]}}  # fmt: skip
+    (tmp_path / "lora.json").write_text(json.dumps(data))
+    table = GENERATORS["lora-unlearn"][0](tmp_path, ["lora.json"])
+    line = next(x for x in table.splitlines() if x.startswith("| 0.001 |"))
+    assert line == "| 0.001 | lora-r4 | 14,296 | 6 (2/3) | 1/3 | 1.0% | +0.50 | 12.5% → — |"
+    assert "median retain FID 11.50" in table

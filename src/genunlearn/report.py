@@ -809,23 +809,31 @@ def _gen_lora_unlearn(root: Path, args: list[str]) -> str:
     path = _args(args, 1, "lora-unlearn")[0]
     data = load_data(root / path)
     sec = data["unlearn"]
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.1f}%"
+
     out = [
-        "| lr | configuration | trainable parameters | updates to < 2%, per seed | reached | final forget fraction, "
-        "per seed | median retain-FID change |",
-        "|---|---|---|---|---|---|---|",
+        "| lr | configuration | trainable parameters | median updates to < 2% (reached) | held 100 updates | median "
+        "final forget fraction | median retain-FID change | median collateral, at first < 2% → final |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in sec["summary"]:
+        med = "never" if r["median_updates"] is None else f"{r['median_updates']:g}"
         out.append(
-            f"| {r['lr']:g} | {r['config']} | {r['trainable_parameters']:,} | "
-            f"{format_value(r['updates_to_unlearn'], 'd', none='never')} | {r['reached']}/{r['seeds']} | "
-            f"{format_value(r['forget_fraction_final'], '.3f')} | {r['median_fid_retain_change']:+.2f} |"
+            f"| {r['lr']:g} | {r['config']} | {r['trainable_parameters']:,} | {med} ({r['reached']}/{r['seeds']}) | "
+            f"{r.get('held', '—')}/{r['seeds']} | {100 * statistics.median(r['forget_fraction_final']):.1f}% | "
+            f"{r['median_fid_retain_change']:+.2f} | {pct(r.get('median_collateral_at_first'))} → "
+            f"{pct(r.get('median_collateral_final'))} |"
         )
-    fid0 = ", ".join(f"{v['fid_retain']:.2f}" for v in sec["original"].values())
+    fid0 = statistics.median(v["fid_retain"] for v in sec["original"].values())
     out += [
         "",
         f"`{sec['method']}` on {sec['model']}, {sec['steps']} updates (no early stop), robust monitor "
-        f"({sec['monitor']}); retain FID from {sec['fid_samples']:,} samples after the last update, change against "
-        f"the original model (retain FID {fid0} per seed). {_prov_line(sec.get('provenance'))}. Data: `{path}`.",
+        f"({sec['monitor']}); held: below 2% for the 100 updates after the first reading below; retain FID from "
+        f"{sec['fid_samples']:,} samples after the last update, change against the original model (median retain FID "
+        f"{fid0:.2f} over the seeds); collateral: the share of the monitor's latents the original decoded as a "
+        f"retained digit that changed digit. {_prov_line(sec.get('provenance'))}. Data: `{path}`.",
         "",
     ]
     return "\n".join(out)
