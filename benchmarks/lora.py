@@ -212,8 +212,13 @@ def part_cost(args, report: dict[str, Any], save) -> None:
             cfg["time_vs_full"] = {m: cfg["median_s"][m] / full["median_s"][m] for m in methods}
             if "peak_tensor_bytes" in cfg:
                 cfg["memory_vs_full"] = {m: cfg["peak_tensor_bytes"][m] / full["peak_tensor_bytes"][m] for m in methods}
-        report.setdefault("cost", {})[model_name] = entry
-        report["cost_provenance"] = run_record(vars(args))
+        costs = report.setdefault("cost", {})
+        for earlier in costs.values():  # rows of an earlier run keep that run's provenance
+            if "provenance" not in earlier and "cost_provenance" in report:
+                earlier["provenance"] = report["cost_provenance"]
+        entry["provenance"] = run_record(vars(args))
+        costs[model_name] = entry
+        report["cost_provenance"] = entry["provenance"]  # the latest cost run (older readers)
         save()
 
 

@@ -794,11 +794,12 @@ def _gen_lora_cost(root: Path, args: list[str]) -> str:
             for m in methods
         )
         out.append(f"| {name} | {c['trainable_parameters']:,} | {times} | {mem} |")
+    prov = entry.get("provenance") or data.get("cost_provenance")  # per model; older files: one for all
     out += [
         "",
         f"{model}: {entry['parameters']:,} parameters, batch {entry['batch']}; one engine step (direction + Adam "
-        f"update), median of {data['cost_provenance']['config']['repeats']} interleaved rounds; peak live tensors "
-        f"of one step (profiler). {_prov_line(data.get('cost_provenance'))}. Data: `{path}`.",
+        f"update), median of {prov['config']['repeats']} interleaved rounds; peak live tensors "
+        f"of one step (profiler). {_prov_line(prov)}. Data: `{path}`.",
         "",
     ]
     return "\n".join(out)
