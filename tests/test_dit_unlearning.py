@@ -191,7 +191,10 @@ def test_dit_bench_cli_passes_sampler_guidance_and_no_memory(monkeypatch, tmp_pa
     code, _, err = run(["bench", "mnist-dit", "--preserve-weight", "1", "--preserve-target", "original",
                         "--out", str(tmp_path)], capsys)  # fmt: skip
     assert code == 0, err
-    assert seen["settings"].preserve_target == "original"
+    assert seen["settings"].preserve_target == "original" and not seen["settings"].early_stop
+    code, _, err = run(["bench", "mnist-dit", "--early-stop", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert seen["settings"].early_stop
     code, _, _ = run(["bench", "mnist-dit", "--out", str(tmp_path)], capsys)
     assert code == 0 and seen["settings"].measure_memory and seen["settings"].sampler == "dpm++"
     assert seen["settings"].preserve_weight == 0

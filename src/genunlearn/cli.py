@@ -872,6 +872,11 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
     help="What that term asks of the other labels: their denoising loss (data, the default) or the frozen "
     "original's predictions (original: a distillation).",
 )
+@click.option(
+    "--early-stop",
+    is_flag=True,
+    help="Stop each run at the first monitor reading below the threshold (measures the model there).",
+)
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
 @click.option(
     "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."
@@ -897,6 +902,7 @@ def bench_mnist_dit(
     fid_samples,
     preserve_weight,
     preserve_target,
+    early_stop,
     quick,
     no_memory,
     device,
@@ -929,6 +935,8 @@ def bench_mnist_dit(
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     if no_memory:
         settings = replace(settings, measure_memory=False)
+    if early_stop:
+        settings = replace(settings, early_stop=True)
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     result = run_dit_bench(out, settings=settings, checkpoint=checkpoint, methods=chosen, device=device)
     click.echo(result["table"])
