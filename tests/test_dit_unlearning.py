@@ -274,3 +274,17 @@ def test_every_committed_dit_bench_record_was_made_with_its_folders_settings():
         assert records, results
         for path in records:
             check_resumed(read_seed_record(path), settings, path)
+
+
+def test_the_curve_figure_takes_runs_stopped_at_different_updates(tmp_path):
+    """--early-stop leaves curves of different lengths (monitored every few updates, None in between)."""
+    from genunlearn.experiments.dit_figures import curves
+
+    recs = {
+        "s": [
+            {"curve": {"forget_fraction": [1.0, None, 0.5, None, 0.01]}},
+            {"curve": {"forget_fraction": [1.0, None, 0.01]}},
+        ]
+    }
+    curves(tmp_path / "c.png", recs, 0.02)
+    assert (tmp_path / "c.png").stat().st_size > 0

@@ -81,10 +81,15 @@ def forget_histograms(path: Path, records: dict[str, list[dict]], original: dict
 
 
 def curves(path: Path, records: dict[str, list[dict]], threshold: float) -> None:
-    """Forget fraction (share of forget-label samples classified as the forget class) vs update, median of seeds."""
+    """Forget fraction (share of forget-label samples classified as the forget class) vs update, median of seeds.
+
+    Runs stopped early (``--early-stop``) have shorter curves: each update's median is over the seeds still running.
+    """
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for method, recs in records.items():
-        ys = np.array([r["curve"]["forget_fraction"] for r in recs], dtype=float)
+        rows = [[np.nan if v is None else v for v in r["curve"]["forget_fraction"]] for r in recs]
+        n = max(len(row) for row in rows)
+        ys = np.array([row + [np.nan] * (n - len(row)) for row in rows], dtype=float)
         steps = np.arange(ys.shape[1])
         ok = ~np.isnan(ys).all(0)  # the monitored updates
         ax.plot(steps[ok], np.nanmedian(ys[:, ok], 0), label=method, lw=1.4)
