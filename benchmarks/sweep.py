@@ -17,7 +17,8 @@ monitor (classifier checkpoint and bn1 use, latents, mode), the collateral chang
 (at the first reading below 2% and at the end) and the retained digits' TV distance at the end, the ``--hold``
 window, the FID sample count and its provenance (command line, config, git commit, versions, machine, date:
 ``genunlearn.provenance``).
-The summaries are regenerated from cells.jsonl by ``genunlearn report``.
+The summary covers this invocation's grid; ``--summarise-all`` summarises every cell in cells.jsonl (runs appended
+by earlier invocations with other grids too). The summaries are regenerated from cells.jsonl by ``genunlearn report``.
 """
 
 from __future__ import annotations
@@ -177,6 +178,11 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--classifier-checkpoint", default=None)
     ap.add_argument("--out", required=True)
+    ap.add_argument(
+        "--summarise-all",
+        action="store_true",
+        help="summarise every cell in --out's cells.jsonl (earlier invocations' grids too), not only this grid",
+    )
     args = ap.parse_args()
     record_start()
     out = Path(args.out)
@@ -229,6 +235,8 @@ def main() -> None:
             with open(cells_path, "a") as fh:
                 fh.write(json.dumps(done[k]) + "\n")
         cells.append(done[k])
+    if args.summarise_all:
+        cells = list(done.values())
     rows = summarise(cells, out, args.hold)
     heatmaps(rows, out, args.steps, args.x_param)
     for r in rows:

@@ -42,3 +42,14 @@ def test_sweep_records_collateral_and_keep_weight_only_for_rep_keep(tmp_path):
     keep_line = next(line for line in text.splitlines() if line.startswith("| rep-keep |"))
     assert "| 1 | — |" in rep_line and "| 1 | 1 / 30 |" in keep_line and "→" in keep_line
     assert run_report(tmp_path, check=True) == []
+
+    # a later invocation with a smaller grid: its summary covers that grid, --summarise-all every cell
+    small = [a if a != "rep,rep-keep" else "rep-keep" for a in args]
+    small = [a if a != "1,30" else "30" for a in small]
+    subprocess.run([*small, "--out", str(out)], cwd=REPO, check=True, capture_output=True, text=True)
+    assert not any(line.startswith("| rep |") for line in (out / "summary.md").read_text().splitlines())
+    subprocess.run([*small, "--out", str(out), "--summarise-all"], cwd=REPO, check=True, capture_output=True, text=True)
+    lines = (out / "summary.md").read_text().splitlines()
+    assert any(line.startswith("| rep |") for line in lines)
+    assert sum(line.startswith("| rep-keep |") for line in lines) == 2
+    assert len(read_cells(out / "cells.jsonl")) == 3  # nothing re-run
