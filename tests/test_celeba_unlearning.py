@@ -120,3 +120,27 @@ def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
     row = results["rows"][0]
     assert row["forget_fraction_final"][0] == pytest.approx(row["forget_fraction_final_independent"][0])
     assert (out / "figures" / "attribute_rates.png").is_file() and (out / "figures" / "grid-rep.png").is_file()
+
+
+def test_audit_of_a_face_vae(tiny_celeba, tmp_path, capsys):
+    """`genunlearn audit --forget-attr`: the detectors are attribute classifiers reduced to 'has the feature';
+    the independent one (other widths) is loaded as an attribute classifier, not into the monitor's shape."""
+    torch.manual_seed(3)
+    other = CelebAClassifier(4, widths=(2, 4))
+    save_weights(
+        other, tmp_path / "clf2.safetensors", metadata={"build_options": {"num_attributes": 4, "widths": [2, 4]}}
+    )
+    argv = ["audit", "--model", "celeba64-vae", "--checkpoint", str(tiny_celeba / "vae.safetensors")]
+    argv += ["--classifier-checkpoint", str(tiny_celeba / "clf.safetensors"), "--data-dir", str(tiny_celeba / "data")]
+    argv += ["--independent-classifier", str(tmp_path / "clf2.safetensors"), "--forget-attr", "Male"]
+    argv += ["--unlearned", f"same={tiny_celeba / 'vae.safetensors'}", "--starts", "2", "--search-steps", "2"]
+    argv += ["--relearn-at", "1", "--relearn-forget", "0,1", "--relearn-seeds", "1", "--prior-samples", "8"]
+    code, stdout, err = run([*argv, "--confidence", "0.5", "--out", str(tmp_path / "a"), "--quiet"], capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert [d["name"] for d in data["detectors"]] == ["attacked", "independent"]
+    by_name = {m["name"]: m for m in data["models"]}
+    # an 'unlearned' model that is the original reads exactly as the original
+    assert by_name["same"]["prior"] == by_name["original"]["prior"]
+    code, _, err = run([*argv[:-2], "--forget-attr", "Bald", "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "unknown attribute 'Bald'" in err

@@ -446,6 +446,12 @@ def _int_list(value: str) -> tuple[int, ...]:
     help="Conditional replacement: the class that replaced the forgotten one (class-conditional models, e.g. 7).",
 )
 @click.option(
+    "--forget-attr",
+    default=None,
+    help="Feature unlearning (celeba64-vae): the forgotten attribute(s), e.g. Male or Male,Eyeglasses.",
+)
+@click.option("--attr-mode", type=click.Choice(["any", "all"]), default="any", show_default=True)
+@click.option(
     "--unlearned",
     "unlearned",
     multiple=True,
@@ -513,6 +519,8 @@ def audit(
     data_dir: str | None,
     forget: str,
     replace_with: str | None,
+    forget_attr: str | None,
+    attr_mode: str,
     unlearned: tuple[str, ...],
     retrained: str | None,
     classifier_checkpoint: str | None,
@@ -549,6 +557,8 @@ def audit(
       genunlearn audit --forget 1 --unlearned rep=runs/rep1 --unlearned s=runs/s1 --out audits/mnist1
       genunlearn audit --model mnist-dit --forget 1 --replace-with 7 --unlearned s=runs/s/model.safetensors \\
         --starts 32 --search-steps 30 --out audits/dit1
+      genunlearn audit --model celeba64-vae --forget-attr Male --unlearned uno=runs/male/model.safetensors \\
+        --independent-classifier ~/.cache/genunlearn/celeba64-classifier-indep/model.safetensors --out audits/male
     """
     from genunlearn.experiments.audit import run_audit_command
 
@@ -561,6 +571,8 @@ def audit(
         data_dir=data_dir,
         forget=_parse_classes(forget),
         replace_with=_parse_classes(replace_with) if replace_with else (),
+        forget_attr=tuple(a.strip() for a in forget_attr.split(",") if a.strip()) if forget_attr else (),
+        attr_mode=attr_mode,
         model_options={k: v for k, v in options.items() if v is not None},
         unlearned=unlearned,
         retrained=retrained,

@@ -936,9 +936,13 @@ def _independent(session: Any, path: str, use_bn: bool | None, allow_pickle: boo
     import copy
 
     from genunlearn.models import MNISTClassifier, load_model
+    from genunlearn.models.builtin import AttributeDetector
 
     if isinstance(session.classifier, MNISTClassifier):
         clf = load_model("mnist-classifier", path, device=session.device, use_bn=use_bn, allow_pickle=allow_pickle)
+    elif isinstance(session.classifier, AttributeDetector):  # another attribute classifier, reduced the same way
+        attrs = load_model("celeba64-classifier", path, device=session.device, allow_pickle=allow_pickle)
+        clf = AttributeDetector(attrs, session.classifier.indices.tolist(), session.classifier.how)
     else:
         clf = copy.deepcopy(session.classifier)
         load_into(clf, path, allow_pickle=allow_pickle)
@@ -957,6 +961,8 @@ def run_audit_command(
     data_dir: str | None,
     forget: tuple[int, ...],
     replace_with: tuple[int, ...] = (),
+    forget_attr: tuple[str, ...] = (),
+    attr_mode: str = "any",
     model_options: Mapping[str, Any] | None = None,
     unlearned: Sequence[str] = (),
     retrained: str | None,
@@ -976,7 +982,9 @@ def run_audit_command(
     """``genunlearn audit``: build the session and the detectors, then :func:`run_audit`.
 
     ``replace_with``: audit conditional replacement (the forgotten label replaced by these); ``model_options``:
-    keyword arguments of the model's factory (``mnist-dit``: ``sampler``, ``sampler_steps``, ``guidance_scale``).
+    keyword arguments of the model's factory (``mnist-dit``: ``sampler``, ``sampler_steps``, ``guidance_scale``);
+    ``forget_attr``/``attr_mode``: feature unlearning (``celeba64-vae``): the detectors see "has the feature" as
+    class 1 (an independent detector is another attribute classifier checkpoint, reduced the same way).
     """
     from dataclasses import replace
 
@@ -996,7 +1004,14 @@ def run_audit_command(
         ModelConfig(
             name=model_name, checkpoint=checkpoint, allow_pickle=allow_pickle, options=dict(model_options or {})
         ).validate(),
-        DataConfig(dataset=dataset, data_dir=data_dir, forget=forget, replace_with=replace_with).validate(),
+        DataConfig(
+            dataset=dataset,
+            data_dir=data_dir,
+            forget=forget,
+            replace_with=replace_with,
+            forget_attr=forget_attr,
+            attr_mode=attr_mode,
+        ).validate(),
         MonitorConfig(classifier_checkpoint=classifier_checkpoint, classifier_bn=classifier_bn),
         device=device,
     )
