@@ -291,6 +291,31 @@ def test_original_report_needs_cached_weights_then_writes_tables_and_figures(cel
     assert "git_commit" in summary and summary["machine"]["cpu_count"] >= 1
 
 
+def test_original_report_cli(celeba_dir, tmp_path, monkeypatch, capsys):
+    from genunlearn.checkpoints import save_weights
+
+    monkeypatch.setenv("GENUNLEARN_CACHE", str(tmp_path / "cache"))
+    argv = ["bench", "celeba64-original", "--celeba-dir", str(celeba_dir), "--samples", "16", "--quiet"]
+    code, _, err = run([*argv, "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and "genunlearn train vae --dataset celeba64" in err and len(err.strip().splitlines()) == 1
+    save_weights(
+        CelebAVAE(latent_dim=4, widths=(4, 8)),
+        tmp_path / "v.safetensors",
+        {"build_options": {"latent_dim": 4, "widths": [4, 8]}},
+    )
+    clf = CelebAClassifier(len(ATTRS), widths=(4, 8, 8, 8))
+    save_weights(clf, tmp_path / "c.safetensors", {"build_options": {"widths": [4, 8, 8, 8], "num_attributes": 4}})
+    argv += [
+        "--checkpoint",
+        str(tmp_path / "v.safetensors"),
+        "--classifier-checkpoint",
+        str(tmp_path / "c.safetensors"),
+    ]
+    code, out, err = run([*argv, "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert out.startswith("# The original CelebA 64x64 models") and (tmp_path / "o" / "summary.json").is_file()
+
+
 # -- training ------------------------------------------------------------------------------------------------
 def test_train_vae_cli_writes_cache_and_record_and_loads(celeba_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GENUNLEARN_CACHE", str(tmp_path / "cache"))

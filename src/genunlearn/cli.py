@@ -1118,6 +1118,43 @@ def bench_celeba64(
     click.echo(result["table"])
 
 
+@bench.command("celeba64-original")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Face VAE (default: the cache).")
+@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="Attribute classifier.")
+@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="images.zip + attributes.csv.")
+@click.option("--samples", type=click.IntRange(min=2), default=10_000, show_default=True, help="Generated faces.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--inception-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A local Inception checkpoint: FID with Inception features (torchmetrics) instead of the classifier's.",
+)
+@click.option(
+    "--show-originals", is_flag=True, help="Also write held-out CelebA faces next to reconstructions (*.local.png)."
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+def bench_celeba64_original(
+    checkpoint, classifier_checkpoint, celeba_dir, samples, seed, inception_weights, show_originals, quiet, out
+) -> None:
+    """What the original face VAE and attribute classifier reach: README.md, summary.json, CSVs, figures in --out."""
+    from genunlearn.experiments.celeba import original_report, render_report
+
+    summary = original_report(
+        out,
+        vae_checkpoint=checkpoint,
+        classifier_checkpoint=classifier_checkpoint,
+        celeba_dir=celeba_dir,
+        samples=samples,
+        seed=seed,
+        inception_weights=inception_weights,
+        show_originals=show_originals,
+        progress=not quiet,
+    )
+    click.echo(render_report(summary))
+
+
 def main() -> None:
     """Entry point: run the CLI, turning genunlearn errors into one line and exit status 2."""
     try:
