@@ -364,6 +364,40 @@ def test_train_classifier_records_per_attribute_metrics(celeba_dir, tmp_path, ca
     assert clf.num_attributes == len(ATTRS)
 
 
+def test_classifier_on_vae_reconstructions(celeba_dir, tmp_path, capsys):
+    """--recon-vae: the classifier also trains on a VAE's reconstructions and reports held-out metrics on them;
+    with share 0 the run is the plain recipe (same weights), with share 1 it differs; a VAE run refuses it."""
+    from genunlearn.checkpoints import save_weights
+    from genunlearn.train_celeba import reconstruct
+
+    torch.manual_seed(0)
+    vae = CelebAVAE(latent_dim=4, widths=(4, 8))
+    save_weights(vae, tmp_path / "v.safetensors", {"build_options": {"latent_dim": 4, "widths": [4, 8]}})
+    u8 = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    rec = reconstruct(vae.train(), u8)
+    assert rec.dtype == torch.uint8 and rec.shape == u8.shape and vae.training  # eval inside, mode restored
+    args = ["train", "classifier", "--dataset", "celeba64", "--celeba-dir", str(celeba_dir), "--epochs", "1"]
+    args += ["--widths", "4,8,8,8", "--batch-size", "16", "--threads", "1"]
+    weights = {}
+    for share in ("0", "1"):
+        out = tmp_path / f"c{share}"
+        argv = [*args, "--recon-vae", str(tmp_path / "v.safetensors"), "--recon-share", share, "--out", str(out)]
+        code, stdout, err = run(argv, capsys)
+        assert code == 0, err
+        assert "test_recon_accuracy" in stdout
+        record = json.loads((out / "record.json").read_text())
+        assert set(record["final"]["test_recon"]) == set(ATTRS) and "test_recon_accuracy" in record["history"][0]
+        weights[share] = load_file(out / "model.safetensors")
+    code, _, err = run([*args, "--out", str(tmp_path / "plain")], capsys)
+    assert code == 0, err
+    plain = load_file(tmp_path / "plain" / "model.safetensors")
+    assert all(torch.equal(plain[k], weights["0"][k]) for k in plain)
+    assert not all(torch.equal(plain[k], weights["1"][k]) for k in plain)
+    vae_args = ["train", "vae", "--dataset", "celeba64", "--celeba-dir", str(celeba_dir), "--recon-vae", "x"]
+    code, _, err = run([*vae_args, "--out", str(tmp_path / "v")], capsys)
+    assert code == 2 and "--recon-vae" in err
+
+
 def test_cli_options_are_checked(celeba_dir, capsys):
     code, _, err = run(["train", "vae", "--dataset", "mnist", "--framing", "aligned", "--out", "x"], capsys)
     assert code == 2 and "--framing applies to --dataset celeba64 only" in err
