@@ -311,9 +311,15 @@ def test_original_report_cli(celeba_dir, tmp_path, monkeypatch, capsys):
         "--classifier-checkpoint",
         str(tmp_path / "c.safetensors"),
     ]
+    argv += ["--independent-classifier", str(tmp_path / "c.safetensors")]
     code, out, err = run([*argv, "--out", str(tmp_path / "o")], capsys)
     assert code == 0, err
     assert out.startswith("# The original CelebA 64x64 models") and (tmp_path / "o" / "summary.json").is_file()
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    rec = summary["classifier"]["test_vae_reconstructions"]["Male"]
+    assert rec == summary["independent_classifier"]["test_vae_reconstructions"]["Male"]  # the same classifier
+    head = out.index("## The classifiers on the VAE's own domain")
+    assert head < out.index("## Classifier (") and "| Male |" in out[head:]
 
 
 # -- training ------------------------------------------------------------------------------------------------

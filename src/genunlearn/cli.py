@@ -1152,10 +1152,22 @@ def bench_celeba64(
 @click.option(
     "--show-originals", is_flag=True, help="Also write held-out CelebA faces next to reconstructions (*.local.png)."
 )
+@click.option(
+    "--independent-classifier", type=click.Path(dir_okay=False), default=None, help="A second attribute classifier."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 def bench_celeba64_original(
-    checkpoint, classifier_checkpoint, celeba_dir, samples, seed, inception_weights, show_originals, quiet, out
+    checkpoint,
+    classifier_checkpoint,
+    celeba_dir,
+    samples,
+    seed,
+    inception_weights,
+    show_originals,
+    independent_classifier,
+    quiet,
+    out,
 ) -> None:
     """What the original face VAE and attribute classifier reach: README.md, summary.json, CSVs, figures in --out."""
     from genunlearn.experiments.celeba import original_report, render_report
@@ -1168,6 +1180,7 @@ def bench_celeba64_original(
         samples=samples,
         seed=seed,
         inception_weights=inception_weights,
+        independent_classifier=independent_classifier,
         show_originals=show_originals,
         progress=not quiet,
     )
