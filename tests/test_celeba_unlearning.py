@@ -120,6 +120,7 @@ def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
     row = results["rows"][0]
     assert row["forget_fraction_final"][0] == pytest.approx(row["forget_fraction_final_independent"][0])
     assert (out / "figures" / "attribute_rates.png").is_file() and (out / "figures" / "grid-rep.png").is_file()
+    assert (out / "figures" / "forget_curves.png").is_file()
 
 
 def test_audit_of_a_face_vae(tiny_celeba, tmp_path, capsys):

@@ -53,9 +53,31 @@ def attribute_rates(path: Path, records: dict[str, list[dict]], original: dict[s
     plt.close(fig)
 
 
+def curves(path: Path, records: dict[str, list[dict]], s) -> None:
+    """Forget fraction against updates, one thin line per seed, one colour per method, the threshold dashed."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, (method, recs) in enumerate(records.items()):
+        colour = f"C{i % 10}"
+        for j, r in enumerate(recs):
+            ff = np.asarray(r["curve"]["forget_fraction"], dtype=float)
+            steps = np.arange(len(ff))
+            keep = ~np.isnan(ff)
+            ax.plot(steps[keep], ff[keep], color=colour, lw=1, alpha=0.8, label=method if j == 0 else None)
+    ax.axhline(s.threshold, color="k", ls="--", lw=0.8)
+    ax.set_xlabel("update")
+    ax.set_ylabel("share of generated faces with the feature")
+    feat = ("|" if s.attr_mode == "any" else "&").join(s.attributes)
+    ax.set_title(f"Forgetting {feat} (monitor: {s.monitor_samples} fixed latents; dashed: threshold)")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def make_all(fig_dir: Path, session, records, original, models_seed0, s) -> None:
     """Every CelebA bench figure into ``fig_dir``."""
     fig_dir.mkdir(parents=True, exist_ok=True)
+    curves(fig_dir / "forget_curves.png", records, s)
     attribute_rates(fig_dir / "attribute_rates.png", records, original, s)
     if models_seed0:
         grids(fig_dir, session, models_seed0, s)
