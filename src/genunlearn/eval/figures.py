@@ -46,10 +46,17 @@ def panels(n: int, cols: int, size: tuple[float, float] = (3.0, 3.2)) -> tuple[A
 def before_after_grid(
     before: torch.Tensor, after: torch.Tensor, path: str | Path, *, title: str = "", rows: int = 10
 ) -> Path:
-    """Two image grids side by side, generated from identical latents (paper figure 1)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
-    for ax, imgs, name in ((axes[0], before, "original"), (axes[1], after, "after unlearning")):
-        ax.imshow(1.0 - _tile(imgs, rows), cmap="gray", vmin=0, vmax=1)
+    """Two image grids side by side, generated from identical latents (paper figure 1). Grey images
+    ``(B, H*W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` are drawn inverted (dark strokes on white, as the paper's MNIST
+    figures); RGB images ``(B, 3, H, W)`` in [0, 1] as they are."""
+    tiles = [_tile(before, rows), _tile(after, rows)]
+    h, w = tiles[0].shape[:2]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5 * h / w + 0.9))
+    for ax, tile, name in ((axes[0], tiles[0], "original"), (axes[1], tiles[1], "after unlearning")):
+        if tile.ndim == 3:
+            ax.imshow(tile)
+        else:
+            ax.imshow(1.0 - tile, cmap="gray", vmin=0, vmax=1)
         ax.set_title(name)
         ax.axis("off")
     if title:
