@@ -113,14 +113,26 @@ def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
     argv += [str(tiny_celeba / "data"), "--checkpoint", str(tiny_celeba / "vae.safetensors")]
     argv += ["--classifier-checkpoint", str(tiny_celeba / "clf.safetensors")]
     argv += ["--independent-classifier", str(tiny_celeba / "clf.safetensors"), "--fid-samples", "16"]
-    code, stdout, err = run([*argv, "--out", str(out)], capsys)
+    code, stdout, err = run([*argv, "--lr", "1e-4", "--batch-size", "8", "--out", str(out)], capsys)
     assert code == 0, err
     assert "forget Male" in stdout and "What else changed" in stdout and "| REP" in stdout
     results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["lr"] == 1e-4 and results["settings"]["batch_size"] == 8
+    assert "lr 0.0001, batch 8" in stdout
     row = results["rows"][0]
     assert row["forget_fraction_final"][0] == pytest.approx(row["forget_fraction_final_independent"][0])
     assert (out / "figures" / "attribute_rates.png").is_file() and (out / "figures" / "grid-rep.png").is_file()
     assert (out / "figures" / "forget_curves.png").is_file()
+    # genunlearn report's `celeba` block renders the same tables from results.json
+    from genunlearn.report import run_report
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- begin generated: celeba bench/results.json -->\n<!-- end generated: celeba -->\n")
+    run_report(tmp_path, [doc])
+    block = doc.read_text()
+    table = (out / "table.md").read_text()
+    assert table.split("\n", 2)[2].strip() in block and "Data: `bench/results.json`" in block
+    assert run_report(tmp_path, [out / "table.md"], check=True) == []  # table.md is derived from results.json
 
 
 def test_audit_of_a_face_vae(tiny_celeba, tmp_path, capsys):

@@ -1088,6 +1088,10 @@ def bench_i2i(
 @click.option("--threshold", type=float, default=None, help="Forgotten below this share (default 0.05).")
 @click.option("--monitor-every", type=int, default=None, help="Updates between monitor readings (default 5).")
 @click.option("--fid-samples", type=int, default=None, help="Default 2000.")
+@click.option(
+    "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (the paper's 1e-3)."
+)
+@click.option("--batch-size", type=click.IntRange(min=2), default=None, help="The paper's 128.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Face VAE (default: the cache).")
 @click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="Attribute classifier.")
 @click.option("--independent-classifier", type=click.Path(dir_okay=False), default=None, help="A second one.")
@@ -1105,6 +1109,8 @@ def bench_celeba64(
     threshold,
     monitor_every,
     fid_samples,
+    lr,
+    batch_size,
     checkpoint,
     classifier_checkpoint,
     independent_classifier,
@@ -1121,7 +1127,7 @@ def bench_celeba64(
     attrs = tuple(a.strip() for a in attributes.split(",") if a.strip())
     base = CelebABenchSettings.quick() if quick else CelebABenchSettings()
     given = {"seeds": seeds, "steps": steps, "threshold": threshold, "monitor_every": monitor_every}
-    given.update(fid_samples=fid_samples, framing=framing)
+    given.update(fid_samples=fid_samples, framing=framing, lr=lr, batch_size=batch_size)
     settings = replace(base, attributes=attrs, attr_mode=attr_mode, **{k: v for k, v in given.items() if v is not None})
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     result = run_celeba_bench(

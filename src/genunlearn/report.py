@@ -937,6 +937,16 @@ def _gen_i2i(root: Path, args: list[str]) -> str:
     return render_summary(load_data(root / path)) + f"Data: `{path}`; the full table: `{Path(path).parent}/table.md`.\n"
 
 
+@generator("celeba", "CELEBA_RESULTS_JSON")
+def _gen_celeba(root: Path, args: list[str]) -> str:
+    """The CelebA bench's two tables (genunlearn bench celeba64), without their title line."""
+    from genunlearn.experiments.celeba_bench import render_results
+
+    path = _args(args, 1, "celeba")[0]
+    text = render_results(load_data(root / path)).split("\n", 2)[2]  # drop "# title" and the blank line after it
+    return text + f"\n\nData: `{path}`; figures in `{Path(path).parent}/figures/`.\n"
+
+
 # --- the report ---------------------------------------------------------------------------------------------
 @dataclass
 class Output:
@@ -1027,6 +1037,10 @@ def _derived(path: Path) -> list[Output]:
         if isinstance(data, Mapping) and {"rows", "settings", "original", "title"} <= set(data):
             if "guidance_scale" in data["settings"]:
                 return _dit_bench_outputs(path, data)
+            if "attributes" in data["settings"]:  # genunlearn bench celeba64
+                from genunlearn.experiments.celeba_bench import render_results
+
+                return [Output(path.parent / "table.md", render_results(dict(data)) + "\n", name)]
             return _bench_outputs(path)
     elif name == "cells.jsonl":
         return _sweep_outputs(path)

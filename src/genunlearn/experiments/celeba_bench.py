@@ -271,6 +271,14 @@ def render_table(rows: list[dict], original: dict[str, Any], s: CelebABenchSetti
     return "\n".join(out)
 
 
+def render_results(data: dict[str, Any]) -> str:
+    """:func:`render_table` from a bench's ``results.json`` (``genunlearn report``'s ``celeba`` block)."""
+    fields = {f for f in CelebABenchSettings.__dataclass_fields__}
+    settings = {k: v for k, v in data["settings"].items() if k in fields}
+    s = CelebABenchSettings(**{**settings, "attributes": tuple(settings["attributes"])})
+    return render_table(data["rows"], data["original"], s, data["title"])
+
+
 def _opt(v: float | None, spec: str = ".2f") -> str:
     return "—" if v is None else format(v, spec)
 
