@@ -33,6 +33,15 @@ def _tile(images: torch.Tensor, rows: int, side: int | None = None) -> np.ndarra
     return canvas[..., 0] if c == 1 else np.clip(canvas, 0, 1)
 
 
+def show_images(ax: Any, tile: np.ndarray) -> None:
+    """Draw a tile of :func:`_tile`: grey images inverted (dark strokes on white, the paper's MNIST figures),
+    RGB images as they are."""
+    if tile.ndim == 3:
+        ax.imshow(tile)
+    else:
+        ax.imshow(1.0 - tile, cmap="gray", vmin=0, vmax=1)
+
+
 def panels(n: int, cols: int, size: tuple[float, float] = (3.0, 3.2)) -> tuple[Any, Any]:
     """A figure of ``n`` panels in rows of ``cols`` (each ``size`` inches), unused panels hidden; returns the
     figure and the flat array of axes."""
@@ -53,10 +62,7 @@ def before_after_grid(
     h, w = tiles[0].shape[:2]
     fig, axes = plt.subplots(1, 2, figsize=(10, 5 * h / w + 0.9))
     for ax, tile, name in ((axes[0], tiles[0], "original"), (axes[1], tiles[1], "after unlearning")):
-        if tile.ndim == 3:
-            ax.imshow(tile)
-        else:
-            ax.imshow(1.0 - tile, cmap="gray", vmin=0, vmax=1)
+        show_images(ax, tile)
         ax.set_title(name)
         ax.axis("off")
     if title:

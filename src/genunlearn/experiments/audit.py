@@ -617,7 +617,7 @@ def _figure_best(results, targets, detectors, path: Path, settings: AuditSetting
     """The best samples of each model's input search (``search="search"``) or class-embedding search."""
     import matplotlib.pyplot as plt
 
-    from genunlearn.eval.figures import _tile
+    from genunlearn.eval.figures import _tile, show_images
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = len(targets)
@@ -631,7 +631,7 @@ def _figure_best(results, targets, detectors, path: Path, settings: AuditSetting
             continue
         imgs = r["_tensors"][tensor]
         if len(imgs):
-            ax.imshow(1.0 - _tile(imgs, 1), cmap="gray", vmin=0, vmax=1)
+            show_images(ax, _tile(imgs, 1))
         ps = ", ".join(f"{b[names[0]]:.2f}" for b in r[search]["best"])
         share = r[search]["confident_share_all"]
         ax.set_title(
