@@ -253,7 +253,7 @@ def test_registry_needs_trained_weights_in_the_cache(tmp_path, monkeypatch):
 
 def test_original_report_needs_cached_weights_then_writes_tables_and_figures(celeba_dir, tmp_path, monkeypatch):
     from genunlearn.checkpoints import save_weights
-    from genunlearn.experiments.celeba import original_report
+    from genunlearn.experiments.celeba import original_report, render_report
 
     monkeypatch.setenv("GENUNLEARN_CACHE", str(tmp_path / "cache"))
     with pytest.raises(CheckpointError, match="genunlearn train vae --dataset celeba64"):
@@ -282,7 +282,10 @@ def test_original_report_needs_cached_weights_then_writes_tables_and_figures(cel
         progress=False,
     )
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"summary.json", "README.md", "classifier.csv", "generated_attributes.csv"} <= files
+    assert {"summary.json", "report.md", "classifier.csv", "generated_attributes.csv"} <= files
+    assert (tmp_path / "out" / "report.md").read_text() == render_report(
+        json.loads((tmp_path / "out" / "summary.json").read_text())
+    )
     assert {"samples.png", "reconstructions.png"} <= files and not any(".local." in f for f in files)
     assert Image.open(tmp_path / "out" / "samples.png").size == (2 * (8 * 66 + 2), 2 * (5 * 66 + 2))  # 40 faces
     male = summary["generated"]["eval_mode"]["Male"]

@@ -6,7 +6,8 @@ Three kinds of outputs are regenerated (and, with ``--check``, compared with wha
    ``table.md`` and ``table.csv`` from a bench's ``results.json`` (:func:`genunlearn.experiments.bench.render_table`,
    ``write_csv``); ``summary.md`` and ``summary.csv`` from a sweep's ``cells.jsonl``
    (:mod:`genunlearn.experiments.sweep_summary`); ``independent_monitor.md`` from ``independent_monitor.json``;
-   ``evaluation.md`` from ``evaluation.json``; ``audit.md`` from ``audit.json``.
+   ``evaluation.md`` from ``evaluation.json``; ``audit.md`` from ``audit.json``; a CelebA original-model
+   report's ``report.md`` from its ``summary.json``.
 2. **Generated blocks** in any markdown file, between marker comments that name the generator and its data::
 
        <!-- begin generated: step-cost-times benchmarks/results/step_cost.json -->
@@ -1046,6 +1047,12 @@ def _derived(path: Path) -> list[Output]:
         return _sweep_outputs(path)
     elif name == "independent_monitor.json":
         return [Output(path.parent / "independent_monitor.md", render_independent_monitor(load_data(path)), name)]
+    elif name == "summary.json":
+        data = load_data(path)
+        if isinstance(data, Mapping) and {"vae", "classifier", "generated", "fid"} <= set(data):
+            from genunlearn.experiments.celeba import render_report
+
+            return [Output(path.parent / "report.md", render_report(dict(data)), name)]
     elif name == "audit.json":
         from genunlearn.experiments.audit import render_audit
 

@@ -3,7 +3,7 @@
 Writes tables and figures only (never weights, never CelebA's own images):
 
 - ``summary.json`` — command line, git commit, machine, versions, checkpoints (sha256), and every number below;
-- ``README.md`` — the tables;
+- ``report.md`` — the tables (``genunlearn report`` regenerates it from ``summary.json``);
 - ``vae.md`` — eq.-13 loss per image (squared error + KL) on the held-out and training images of the VAE's
   framing (eval mode, fixed noise);
 - ``classifier.csv`` — per-attribute accuracy, balanced accuracy, false-positive / false-negative rates of the
@@ -238,7 +238,7 @@ def original_report(
             for a in names
         ],
     )
-    atomic_write_text(out / "README.md", render_report(summary))
+    atomic_write_text(out / "report.md", render_report(summary))
     return summary
 
 
