@@ -321,6 +321,7 @@ def test_original_report_cli(celeba_dir, tmp_path, monkeypatch, capsys):
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     rec = summary["classifier"]["test_vae_reconstructions"]["Male"]
     assert rec == summary["independent_classifier"]["test_vae_reconstructions"]["Male"]  # the same classifier
+    assert summary["independent_classifier"]["generated_eval_mode"] == summary["generated"]["eval_mode"]
     head = out.index("## The classifiers on the VAE's own domain")
     assert head < out.index("## Classifier (") and "| Male |" in out[head:]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from genunlearn.config import config_options
+from genunlearn.config import _parse_str_list, config_options
 from genunlearn.errors import GenUnlearnError
 
 
@@ -590,7 +590,7 @@ def audit(
         data_dir=data_dir,
         forget=_parse_classes(forget),
         replace_with=_parse_classes(replace_with) if replace_with else (),
-        forget_attr=tuple(a.strip() for a in forget_attr.split(",") if a.strip()) if forget_attr else (),
+        forget_attr=_parse_str_list(forget_attr) or (),
         attr_mode=attr_mode,
         model_options={k: v for k, v in options.items() if v is not None},
         unlearned=unlearned,
@@ -1124,7 +1124,7 @@ def bench_celeba64(
 
     from genunlearn.experiments.celeba_bench import CelebABenchSettings, run_celeba_bench
 
-    attrs = tuple(a.strip() for a in attributes.split(",") if a.strip())
+    attrs = _parse_str_list(attributes)
     base = CelebABenchSettings.quick() if quick else CelebABenchSettings()
     given = {"seeds": seeds, "steps": steps, "threshold": threshold, "monitor_every": monitor_every}
     given.update(fid_samples=fid_samples, framing=framing, lr=lr, batch_size=batch_size)

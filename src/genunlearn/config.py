@@ -355,12 +355,6 @@ def cli_name(f: dataclasses.Field) -> str:
     return f.metadata.get("cli", f.name.replace("_", "-"))
 
 
-def _parse_str_list(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    return tuple(v.strip() for v in value.split(",") if v.strip() != "")
-
-
 def _parse_int_list(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None

@@ -326,7 +326,8 @@ def train_celeba(
         g = _gen(config.seed, epoch)
         perm = torch.randperm(n, generator=g)
         flips = torch.rand(n, generator=g) < 0.5
-        use_rec = torch.rand(n, generator=_gen(config.seed, epoch, 1_000_003)) < config.recon_share
+        if train_rec is not None:
+            use_rec = torch.rand(n, generator=_gen(config.seed, epoch, 1_000_003)) < config.recon_share
         starts = [s for s in range(0, n, config.batch_size) if n - s >= 2]
         while step_in_epoch < len(starts):
             if stop_after_steps is not None and steps_this_call >= stop_after_steps:

@@ -123,10 +123,13 @@ def original_report(
     z = torch.randn(samples, vae.latent_dim, generator=g)
     fid = face_fid(clf, inception_weights=inception_weights)
     fid.update_batches(test_vae_u8.float().div(255), real=True, batch_size=batch_size)
-    preds_eval, preds_train = [], []
+    clf2 = None if independent_classifier is None else load_model("celeba64-classifier", independent_classifier)
+    preds_eval, preds_train, preds_indep = [], [], []
     for zb in tqdm(z.split(batch_size), desc="generate", disable=not progress, leave=False):
         imgs = _generate(vae, zb, batch_size, train_mode=False)
         preds_eval.append(predict_attributes(clf, imgs))
+        if clf2 is not None:
+            preds_indep.append(predict_attributes(clf2, imgs))
         fid.update(imgs, real=False)
         preds_train.append(predict_attributes(clf, _generate(vae, zb, 128, train_mode=True)))
     fid_generated = float(fid.compute())
@@ -144,13 +147,9 @@ def original_report(
     recon_u8 = reconstruct(vae, test_vae_u8)
     clf_recon = attribute_metrics(predict_attributes(clf, recon_u8), test_vae.attributes, names)
     indep_recon = indep_generated = None
-    if independent_classifier is not None:
-        clf2 = load_model("celeba64-classifier", independent_classifier)
+    if clf2 is not None:
         indep_recon = attribute_metrics(predict_attributes(clf2, recon_u8), test_vae.attributes, names)
-        with torch.no_grad():
-            faces = _generate(vae, z, batch_size, train_mode=False)
-        indep_generated = _rates(predict_attributes(clf2, faces), names)
-        del faces
+        indep_generated = _rates(torch.cat(preds_indep), names)
 
     # figures
     with torch.no_grad():
@@ -297,6 +296,10 @@ def render_report(s: dict[str, Any]) -> str:
         f"| {fid['real_train_samples']:,} training real vs {fid['heldout_samples']:,} held-out real (floor) | "
         f"{fid['real_train_vs_heldout']:.3f} |",
         "",
+    ]
+    if c.get("test_vae_reconstructions"):
+        lines += _recon_section(c["test_vae_reconstructions"], s.get("independent_classifier"), v["test_images"])
+    lines += [
         f"## Classifier ({c['parameters']:,} parameters) on held-out real faces",
         "",
         f"{c['test_images']:,} held-out images of both framings ({c['test_images_aligned']:,} aligned). "
@@ -305,9 +308,6 @@ def render_report(s: dict[str, Any]) -> str:
         "| attribute | accuracy | balanced acc. | FPR | FNR | accuracy (aligned) | FPR (aligned) | prevalence |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    ind = s.get("independent_classifier")
-    if c.get("test_vae_reconstructions"):
-        lines[-6:-6] = _recon_section(c["test_vae_reconstructions"], ind, v["test_images"], gen, s)
     names = sorted(c["test_all_framings"], key=lambda a: (a not in KEY_ATTRIBUTES, a))
     for a in names:
         m, al = c["test_all_framings"][a], c["test_aligned"][a]
@@ -321,7 +321,7 @@ def render_report(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _recon_section(rec: dict, ind: dict | None, n: int, gen: dict, s: dict) -> list[str]:
+def _recon_section(rec: dict, ind: dict | None, n: int) -> list[str]:
     """The classifier(s) on the VAE's reconstructions of held-out faces: the domain of generated faces."""
     out = [
         "## The classifiers on the VAE's own domain: reconstructions of held-out faces",
