@@ -168,6 +168,63 @@ def test_audit_command_end_to_end(tmp_path, capsys, monkeypatch):
     code, _, err = run([*args, "--resume"], capsys)
     assert code == 0, err
     assert json.loads((out / "audit.json").read_text())["models"][1]["search"] == s["search"]
+    # the limits only judge: other limits reuse the measured models and change the verdicts' limits
+    code, _, err = run([*args, "--resume", "--fraction-limit", "0.5", "--share-limit", "0.3"], capsys)
+    assert code == 0, err
+    data = json.loads((out / "audit.json").read_text())
+    assert data["models"][1]["verdict"]["checks"]["prior"]["limit"] == 0.5
+    assert (
+        data["settings"]["share_margin"] == 0.3 and "Limits: forget fractions < 50.0%" in (out / "audit.md").read_text()
+    )
+
+
+def test_rejudge_applies_new_limits_to_the_measured_numbers(tmp_path, capsys, monkeypatch):
+    torch.manual_seed(3)
+    save_weights(TinyVAE(), tmp_path / "u.safetensors")
+    out = tmp_path / "a"
+    args = [
+        "audit",
+        "--model",
+        "tests.resume_model:factory",
+        "--forget",
+        "1",
+        "--unlearned",
+        f"u={tmp_path}/u.safetensors",
+    ]
+    args += ["--starts", "4", "--search-steps", "2", "--grid", "9", "--relearn-at", "1", "--relearn-forget", "0"]
+    args += ["--relearn-seeds", "1", "--prior-samples", "32", "--quiet", "--out", str(out)]
+    code, _, err = run(args, capsys)
+    assert code == 0, err
+    data = json.loads((out / "audit.json").read_text())
+    monkeypatch.setattr(audit_mod, "audit_model", lambda *a, **k: pytest.fail("re-judging measured again"))
+    code, text, err = run(["audit", "--rejudge", "--share-limit", "1", "--why", "FPR 15%", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "u                unlearned" in text
+    new = json.loads((out / "audit.json").read_text())
+    check = new["models"][1]["verdict"]["checks"]["input_search"]
+    assert check["limit"] == 1 and check["pass"]  # every share is <= 100%
+    assert new["models"][1]["search"] == data["models"][1]["search"]  # nothing measured again
+    s = AuditSettings(**{**new["settings"], "relearn_at": (1,), "relearn_forget": (0,)})
+    assert all(m["verdict"] == json.loads(json.dumps(verdict(m, None, s))) for m in new["models"])
+    assert new["rejudged"]["measured_with"] == {"share_margin": 0.01, "fraction_threshold": 0.02}
+    md = (out / "audit.md").read_text()
+    assert md == render_audit(new) and "the audit was run with 2.0% / 1.0%: FPR 15%" in md
+    assert run_report(tmp_path, check=True) == []
+    # a second re-judging keeps the limits the audit was measured with
+    code, _, err = run(["audit", "--rejudge", "--fraction-limit", "0.5", "--out", str(out)], capsys)
+    assert code == 0, err
+    again = json.loads((out / "audit.json").read_text())
+    assert again["rejudged"]["measured_with"]["fraction_threshold"] == 0.02
+    assert again["settings"]["fraction_threshold"] == 0.5 and again["settings"]["share_margin"] == 1
+    for bad, msg in (
+        (["--starts", "4"], "--rejudge measures nothing"),
+        ([], "needs --fraction-limit and/or --share-limit"),
+        (["--fraction-limit", "0"], "fraction limit must lie in (0, 1]"),
+    ):
+        code, _, err = run(["audit", "--rejudge", *bad, "--out", str(out)], capsys)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(["audit", "--rejudge", "--fraction-limit", "0.1", "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and "no audit to re-judge" in err
 
 
 def test_audit_input_errors_are_one_line(tmp_path, capsys):

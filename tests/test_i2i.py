@@ -229,6 +229,52 @@ def test_bench_writes_table_records_and_grids_and_resumes(tmp_path):
     assert again["tasks"]["inpaint"]["rows"]["gdiff"] == rows["gdiff"]
 
 
+def _toy_idx(directory, n_train: int = 200, n_test: int = 120) -> None:
+    import numpy as np
+
+    from genunlearn.data import write_idx
+
+    rng = np.random.default_rng(0)
+    directory.mkdir(parents=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+
+
+def test_bench_runs_on_another_idx_dataset_with_its_own_classifier(tmp_path):
+    from genunlearn.experiments.i2i_bench import I2IBenchSettings, render_table, run_bench
+    from genunlearn.models.registry import bundled_weights
+    from genunlearn.train_i2i import I2ITrainConfig, train_i2i
+
+    _toy_idx(tmp_path / "toy")
+    cfg = I2ITrainConfig(
+        width=8, epochs=1, train_images=64, eval_images=16, dataset="toy", data_dir=str(tmp_path / "toy")
+    )
+    record = train_i2i(cfg, tmp_path / "m", progress=False)
+    assert record["training_examples"] == 64
+    settings = replace(
+        I2IBenchSettings.quick(),
+        dataset="toy",
+        data_dir=str(tmp_path / "toy"),
+        classifier=str(bundled_weights("mnist-classifier")),  # any classifier of the right shape
+        forget=3,
+        methods=("i2i", "i2i-proxy"),
+        checkpoint={"inpaint": str(tmp_path / "m" / "model.safetensors")},
+        eval_forget=8,
+        eval_retain=16,
+        proxy_images=16,
+    )
+    data = run_bench(settings, tmp_path / "b", progress=False)
+    table = render_table(data)
+    assert table.startswith("# I2I unlearning on toy: forget class 3\n")
+    assert "forget ->3" in table and "8 forget-class and 16 other-class toy test images" in table
+    assert data["proxy_description"] == "16 toy test images of the other classes not among the measured ones"
+    rows = data["tasks"]["inpaint"]["rows"]
+    # every forget image has label 3: the classifier's accuracy on their outputs is the share it calls 3
+    assert rows["original"]["forget"]["accuracy"] == rows["original"]["forget"]["forget_rate"]
+    assert rows["i2i-proxy"]["updates"] == [2, 0.0]
+
+
 def test_bench_settings_errors_are_one_line():
     from genunlearn.experiments.i2i_bench import I2IBenchSettings
 
@@ -238,6 +284,14 @@ def test_bench_settings_errors_are_one_line():
         I2IBenchSettings(tasks=("denoise",)).validate()
     with pytest.raises(ConfigError, match="retrained weights for inpaint not found"):
         I2IBenchSettings(retrained={"inpaint": "/nonexistent.safetensors"}).validate()
+    with pytest.raises(ConfigError, match=r"dataset fashion-mnist: give the original weights .*missing: inpaint"):
+        I2IBenchSettings(dataset="fashion-mnist", tasks=("inpaint",), proxy="mnist").validate()
+    with pytest.raises(ConfigError, match="for fashion-mnist's spare test images use 'test'"):
+        I2IBenchSettings(dataset="fashion-mnist", proxy="mnist-test").validate()
+    with pytest.raises(ConfigError, match="is the bench's own dataset"):
+        I2IBenchSettings(proxy="mnist").validate()
+    with pytest.raises(ConfigError, match="classifier weights not found"):
+        I2IBenchSettings(classifier="/nonexistent.safetensors").validate()
 
 
 @pytest.mark.parametrize("task", ["inpaint", "outpaint"])

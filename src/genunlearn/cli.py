@@ -521,6 +521,24 @@ def _int_list(value: str) -> tuple[int, ...]:
 @click.option("--sampler-steps", type=click.IntRange(min=1), default=None, help="mnist-dit: sampler steps (10).")
 @click.option("--guidance", type=float, default=None, help="mnist-dit: classifier-free guidance scale (2).")
 @click.option("--confidence", type=float, default=0.9, show_default=True)
+@click.option(
+    "--fraction-limit",
+    type=float,
+    default=None,
+    help="Verdict: forget fractions must stay below this (default 0.02; set it from the detector's false positives).",
+)
+@click.option(
+    "--share-limit",
+    type=float,
+    default=None,
+    help="Verdict: at most this share of search starts / prior mass may end confident (default 0.01).",
+)
+@click.option(
+    "--rejudge",
+    is_flag=True,
+    help="Recompute the verdicts of the audit in --out with --fraction-limit/--share-limit; measures nothing.",
+)
+@click.option("--why", default=None, help="With --rejudge: the reason for the limits, written into audit.md.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option(
@@ -560,6 +578,10 @@ def audit(
     sampler_steps: int | None,
     guidance: float | None,
     confidence: float,
+    fraction_limit: float | None,
+    share_limit: float | None,
+    rejudge: bool,
+    why: str | None,
     seed: int,
     device: str,
     allow_pickle: bool,
@@ -578,8 +600,30 @@ def audit(
         --starts 32 --search-steps 30 --out audits/dit1
       genunlearn audit --model celeba64-vae --forget-attr Male --unlearned uno=runs/male/model.safetensors \\
         --independent-classifier ~/.cache/genunlearn/celeba64-classifier-indep/model.safetensors --out audits/male
+      genunlearn audit --rejudge --fraction-limit 0.2 --why "monitor FPR 15%" --out audits/male
     """
-    from genunlearn.experiments.audit import run_audit_command
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.audit import rejudge_audit, run_audit_command
+
+    ctx = click.get_current_context()
+    if rejudge:
+        allowed = {"rejudge", "fraction_limit", "share_limit", "why", "out", "quiet"}
+        given = [
+            n
+            for n in ctx.params
+            if n not in allowed and ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            raise ConfigError(
+                f"--rejudge measures nothing: it takes --out, --fraction-limit, --share-limit and --why only "
+                f"(got --{given[0].replace('_', '-')})"
+            )
+        data = rejudge_audit(out, fraction_threshold=fraction_limit, share_margin=share_limit, why=why)
+        _echo_verdicts(data, out)
+        return
+    if why is not None:
+        raise ConfigError("--why goes with --rejudge")
+    limits = {"fraction_threshold": fraction_limit, "share_margin": share_limit}
 
     options = {"sampler": sampler, "sampler_steps": sampler_steps, "guidance_scale": guidance}
 
@@ -612,6 +656,7 @@ def audit(
             "embedding_radius": embedding_radius,
             "confidence": confidence,
             "seed": seed,
+            **{k: v for k, v in limits.items() if v is not None},
         },
         device=device,
         allow_pickle=allow_pickle,
@@ -621,6 +666,11 @@ def audit(
         title=title,
         progress=not quiet,
     )
+    _echo_verdicts(data, out)
+
+
+def _echo_verdicts(data: dict, out: str) -> None:
+    """One line per audited model: its verdict and the checks it fails."""
     for m in data["models"]:
         v = m["verdict"]
         status = "reference" if m["kind"] == "original" else ("pass" if v["pass"] else "fail")
@@ -976,7 +1026,16 @@ def bench_mnist_dit(
 @bench.command("i2i")
 @click.option("--tasks", default=None, help="Comma-separated I2I tasks (default: inpaint,outpaint).")
 @click.option("--methods", default=None, help="Comma-separated methods (default: i2i,i2i-proxy,s,uno,gdiff).")
-@click.option("--forget", type=int, default=None, help="Digit to forget (default 1).")
+@click.option(
+    "--dataset",
+    default=None,
+    help="28x28 IDX dataset of the models (default mnist; others need --checkpoint and --classifier).",
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="IDX files of --dataset.")
+@click.option(
+    "--classifier", type=click.Path(dir_okay=False), default=None, help="Classifier weights trained on --dataset."
+)
+@click.option("--forget", type=int, default=None, help="Class (digit) to forget (default 1).")
 @click.option("--seeds", type=int, default=None, help="Default 3 (--quick: 1).")
 @click.option("--steps", type=int, default=None, help="Updates per run (default 100).")
 @click.option("--lr", type=float, default=None, help="Adam learning rate (default 1e-3).")
@@ -985,7 +1044,9 @@ def bench_mnist_dit(
 @click.option("--gdiff-weight", type=float, default=None, help="gdiff: lambda (default 1).")
 @click.option("--beta-o", type=float, default=None, help="uno: orthogonality weight (default 1e3).")
 @click.option(
-    "--proxy", type=click.Choice(["fashion-mnist", "mnist-test"]), default=None, help="Retain-free proxy data."
+    "--proxy",
+    default=None,
+    help="Retain-free proxy data: another IDX dataset's name (default fashion-mnist) or 'test' (spare test images).",
 )
 @click.option("--proxy-dir", type=click.Path(file_okay=False), default=None, help="IDX files of the proxy dataset.")
 @click.option("--eval-forget", type=int, default=None, help="Forget-digit test images measured (default 500).")
@@ -1003,6 +1064,9 @@ def bench_mnist_dit(
 def bench_i2i(
     tasks,
     methods,
+    dataset,
+    data_dir,
+    classifier,
     forget,
     seeds,
     steps,
@@ -1026,6 +1090,8 @@ def bench_i2i(
     \b
     genunlearn bench i2i --threads 1 --out results/i2i
     genunlearn bench i2i --retrained inpaint=runs/no1/model.safetensors --tasks inpaint --out runs/b
+    genunlearn bench i2i --dataset fashion-mnist --classifier fc/model.safetensors --proxy mnist \\
+        --checkpoint inpaint=fi/model.safetensors --checkpoint outpaint=fo/model.safetensors --out runs/f
     """
     from dataclasses import replace
 
@@ -1052,6 +1118,9 @@ def bench_i2i(
     given = {
         "tasks": tuple(t.strip() for t in tasks.split(",")) if tasks else None,
         "methods": tuple(m.strip() for m in methods.split(",")) if methods else None,
+        "dataset": dataset,
+        "data_dir": data_dir,
+        "classifier": classifier,
         "forget": forget,
         "seeds": seeds,
         "steps": steps,

@@ -35,6 +35,37 @@ _PREFIX = {"train": "train", "test": "t10k"}
 DATA_DIR_ENV = "GENUNLEARN_DATA_DIR"
 DEBIAN_DATASETS = Path("/usr/share/datasets")
 
+#: Display names of IDX datasets and of their classes (datasets not listed: the name, "class <k>").
+DATASET_TITLES: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+}
+
+
+def class_label(dataset: str, c: int) -> str:
+    """How tables name class ``c`` of ``dataset``.
+
+    >>> class_label("mnist", 1), class_label("fashion-mnist", 1), class_label("other", 3)
+    ('digit 1', 'class 1 (Trouser)', 'class 3')
+    """
+    if dataset == "mnist":
+        return f"digit {c}"
+    names = CLASS_NAMES.get(dataset)
+    if names is not None and 0 <= c < len(names):
+        return f"class {c} ({names[c]})"
+    return f"class {c}"
+
 
 @dataclass(frozen=True)
 class ImageDataset:

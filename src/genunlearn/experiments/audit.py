@@ -29,7 +29,7 @@ import hashlib
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,8 @@ class AuditSettings:
             (self.relearn_seeds >= 1 and self.relearn_batch >= 2, "relearn seeds >= 1 and batch >= 2"),
             (self.embedding_starts >= 0, f"embedding starts must be >= 0, got {self.embedding_starts}"),
             (self.embedding_radius > 0, f"the embedding radius must be > 0, got {self.embedding_radius}"),
+            (0 < self.fraction_threshold <= 1, f"the fraction limit must lie in (0, 1], got {self.fraction_threshold}"),
+            (0 <= self.share_margin <= 1, f"the share limit must lie in [0, 1], got {self.share_margin}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -123,9 +125,13 @@ class AuditTarget:
     path: str | None = None
 
 
+#: The settings that only judge (the verdict's limits): changing them re-judges, it measures nothing again.
+LIMITS = ("share_margin", "fraction_threshold")
+
+
 def _key(settings: AuditSettings, detectors: Sequence[Detector], target: AuditTarget, extra: Mapping) -> str:
     data = {
-        "settings": asdict(settings),
+        "settings": {k: v for k, v in asdict(settings).items() if k not in LIMITS},
         "detectors": [d.name for d in detectors],
         "target": asdict(target),
         "file": (file_fingerprint(target.path) or {}).get("sha256"),
@@ -744,6 +750,81 @@ def render_verdict(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def render_limits(data: Mapping[str, Any]) -> str:
+    """One line naming the verdict's limits (and, for a re-judged audit, the limits it was measured with)."""
+    s = data["settings"]
+    text = (
+        f"Limits: forget fractions < {_pct(s['fraction_threshold'])} (prior, relearning on retained data; plus the "
+        f"retrained model's value when there is one), search shares and prior mass <= {_pct(s['share_margin'])} (plus "
+        "the retrained model's)."
+    )
+    re = data.get("rejudged")
+    if re:
+        old = re["measured_with"]
+        text += (
+            f" Re-judged with these limits by `{re['command']}` ({re['date']}); the audit was run with "
+            f"{_pct(old['fraction_threshold'])} / {_pct(old['share_margin'])}"
+            + (f": {re['why']}" if re.get("why") else ".")
+        )
+    return text
+
+
+def rejudge_audit(
+    out: str | Path,
+    *,
+    fraction_threshold: float | None = None,
+    share_margin: float | None = None,
+    why: str | None = None,
+) -> dict[str, Any]:
+    """Recompute the verdicts of the audit in ``out`` with other limits, measuring nothing again.
+
+    The limits are a judgement on measured numbers (a monitor whose false-positive rate is 15% can never show a
+    forget fraction under 2%, whatever the model), so an experiment may set its own; this applies them to the
+    numbers ``audit.json`` holds and rewrites ``audit.json`` and ``audit.md``, recording the limits the audit was
+    measured with, the command and ``why``. Figures are not touched (they do not depend on the limits).
+    """
+    from datetime import UTC, datetime
+
+    from genunlearn.provenance import command_line
+
+    out = Path(out)
+    path = out / "audit.json"
+    if not path.is_file():
+        raise OutputError(f"{path}: no audit to re-judge")
+    try:
+        data = json.loads(path.read_text())
+        old = AuditSettings(
+            **{
+                **data["settings"],
+                "relearn_at": tuple(data["settings"]["relearn_at"]),
+                "relearn_forget": tuple(data["settings"]["relearn_forget"]),
+            }
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OutputError(f"{path}: not a genunlearn audit ({exc})") from None
+    pairs = (("fraction_threshold", fraction_threshold), ("share_margin", share_margin))
+    changes = {k: v for k, v in pairs if v is not None}
+    if not changes:
+        raise ConfigError("re-judging needs --fraction-limit and/or --share-limit")
+    settings = replace(old, **changes).validate()
+    check_writable(out)
+    first = data.get("rejudged", {}).get("measured_with") or {k: getattr(old, k) for k in LIMITS}
+    retrained = next((m for m in data["models"] if m["kind"] == "retrained"), None)
+    for m in data["models"]:
+        m["verdict"] = verdict(m, retrained if m["kind"] != "retrained" else None, settings)
+    data["settings"] = asdict(settings)
+    data["rejudged"] = {
+        "measured_with": first,
+        "command": command_line(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        **({"why": why} if why else {}),
+    }
+    data = jsonable(data)
+    atomic_write_json(path, data)
+    atomic_write_text(out / "audit.md", render_audit(data))
+    return data
+
+
 def render_audit(data: Mapping[str, Any]) -> str:
     """``audit.md`` from ``audit.json`` (also what ``genunlearn report`` regenerates)."""
     s = data["settings"]
@@ -765,6 +846,8 @@ def render_audit(data: Mapping[str, Any]) -> str:
         "## Verdict",
         "",
         render_verdict(data),
+        "",
+        render_limits(data),
         "",
         "## Input search",
         "",

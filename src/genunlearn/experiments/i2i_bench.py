@@ -9,9 +9,16 @@ with every method of the bench, over seeds, through the engine (:func:`genunlear
   Gaussian noise, ``L_r + alpha L_f``; the real retain set (training images of the other digits).
 - ``i2i-proxy``: the same with *proxy* retain data instead of the retain set (the paper's retain-free variant):
   Fashion-MNIST training images (``proxy="fashion-mnist"``) or MNIST *test* images of the other digits that the
-  evaluation does not use (``proxy="mnist-test"``).
+  evaluation does not use (``proxy="mnist-test"``). In general: the training images of another IDX dataset
+  (``proxy=<its name>``), or the bench dataset's own spare test images of the retained classes
+  (``proxy="test"``; ``"mnist-test"`` is its old name on MNIST).
 - ``s``, ``uno``, ``gdiff``: the UNO paper's surgery and orthogonalisation and gradient difference, with the I2I
   reconstruction loss ``||D(E(T(x))) - x||^2`` as retain and forget loss.
+
+Any other 28x28 IDX dataset works the same way (``dataset="fashion-mnist"``): then the original models
+(``checkpoint`` per task, ``genunlearn train i2i --dataset ...``) and a classifier trained on that dataset
+(``classifier``, ``genunlearn train classifier --dataset ...``) must be given; the classifier replaces the MNIST
+classifier in every measure below.
 
 Measured on fixed *test* images (forget set: the forget digit; retain set: the other digits), for the original
 model, each unlearned model, optionally a model retrained without the forget digit (the gold standard), and the
@@ -43,6 +50,7 @@ from tqdm.auto import tqdm
 from genunlearn.checkpoints import atomic_write_text
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
 from genunlearn.data import load_dataset
+from genunlearn.data.datasets import DATASET_TITLES, class_label
 from genunlearn.errors import ConfigError
 from genunlearn.eval.fid import ClassifierFID
 from genunlearn.experiments.records import dumps_compact, read_seed_record, write_seed_record
@@ -60,6 +68,7 @@ I2I_METHODS: dict[str, str] = {
     "uno": "UNO (reconstruction loss)",
     "gdiff": "GDiff (reconstruction loss)",
 }
+#: Proxy data of the retain-free variant on MNIST (any other IDX dataset name, or ``test``, works too).
 PROXIES = ("fashion-mnist", "mnist-test")
 
 
@@ -69,14 +78,18 @@ class I2IBenchSettings:
 
     Attributes:
         tasks: I2I tasks to run (``inpaint``, ``outpaint``).
-        forget: the forgotten digit.
+        dataset, data_dir: the 28x28 IDX dataset of the models (``mnist``: bundled) and where its files are.
+        classifier: weights of the dataset's classifier (``genunlearn train classifier --dataset ...``); default: the
+            bundled MNIST classifier (MNIST only).
+        forget: the forgotten class.
         methods: bench methods (:data:`I2I_METHODS`).
         seeds: seeds 0..seeds-1 (batch order and noise draws; the evaluation images are fixed).
         steps, lr, batch_size: the engine's updates (Adam), the same for every method.
         alpha: weight of the forget term of ``i2i`` (the engine's ``forget_weight``).
         gdiff_weight: lambda of ``gdiff``.
         beta_o: UNO's orthogonality weight.
-        proxy: retain-free variant's proxy data (:data:`PROXIES`); ``proxy_dir``: where its IDX files are.
+        proxy: retain-free variant's proxy data: another IDX dataset's name (its training images) or ``test`` (spare
+            test images of the retained classes; ``mnist-test`` on MNIST); ``proxy_dir``: the proxy dataset's files.
         proxy_images: proxy images used (the first ones).
         eval_forget, eval_retain: test images of the forget digit / of the other digits that are measured.
         grid: images per row of the before/after grids.
@@ -85,6 +98,9 @@ class I2IBenchSettings:
     """
 
     tasks: tuple[str, ...] = TASKS
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    classifier: str | None = None
     forget: int = 1
     methods: tuple[str, ...] = tuple(I2I_METHODS)
     seeds: int = 3
@@ -110,10 +126,24 @@ class I2IBenchSettings:
         bad = [m for m in self.methods if m not in I2I_METHODS]
         if bad:
             raise ConfigError(f"unknown I2I bench method {bad[0]!r}; use some of {', '.join(I2I_METHODS)}")
-        if self.proxy not in PROXIES:
-            raise ConfigError(f"unknown proxy {self.proxy!r}; use one of {', '.join(PROXIES)}")
+        if self.proxy == "mnist-test" and self.dataset != "mnist":
+            raise ConfigError(f"proxy 'mnist-test' is MNIST's; for {self.dataset}'s spare test images use 'test'")
+        if self.proxy == self.dataset:
+            raise ConfigError(
+                f"proxy {self.proxy!r} is the bench's own dataset: choose another dataset's name (e.g. --proxy "
+                f"mnist) or 'test' (its spare test images)"
+            )
         if not 0 <= self.forget <= 9:
-            raise ConfigError(f"forget digit must lie in 0..9, got {self.forget}")
+            raise ConfigError(f"forget class must lie in 0..9, got {self.forget}")
+        if self.dataset != "mnist":
+            missing = [t for t in self.tasks if t not in self.checkpoint]
+            if self.classifier is None or missing:
+                raise ConfigError(
+                    f"dataset {self.dataset}: give the original weights of every task (--checkpoint TASK=PATH; "
+                    f"missing: {', '.join(missing) or 'none'}) and its classifier (--classifier PATH), trained on it"
+                )
+        if self.classifier is not None and not Path(self.classifier).is_file():
+            raise ConfigError(f"classifier weights not found: {self.classifier}")
         for name in ("seeds", "eval_forget", "eval_retain", "proxy_images", "grid", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -132,7 +162,7 @@ class I2IBenchSettings:
             seeds=1,
             steps=2,
             batch_size=8,
-            proxy="mnist-test",
+            proxy="test",
             proxy_images=64,
             eval_forget=32,
             eval_retain=32,
@@ -154,15 +184,17 @@ class EvalSets:
 
 def eval_sets(s: I2IBenchSettings) -> EvalSets:
     """The forget / retain test images measured, masked-noise inputs and the proxy data (all fixed)."""
-    test = load_dataset("mnist", "test")
+    test = load_dataset(s.dataset, "test", s.data_dir)
+    if tuple(test.images.shape[1:]) != (28, 28):
+        raise ConfigError(f"{s.dataset} images are {tuple(test.images.shape[1:])}, the I2I model takes 28x28")
     x = test.flat_float().reshape(-1, 1, 28, 28)
     f_idx = torch.nonzero(test.labels == s.forget).reshape(-1)
     r_idx = torch.nonzero(test.labels != s.forget).reshape(-1)
     forget, retain = f_idx[: s.eval_forget], r_idx[: s.eval_retain]
-    if s.proxy == "mnist-test":
+    if _own_test_proxy(s):
         spare = r_idx[s.eval_retain :][: s.proxy_images]
         if len(spare) == 0:
-            raise ConfigError("no MNIST test images are left for the proxy after the evaluation's retain images")
+            raise ConfigError(f"no {s.dataset} test images are left for the proxy after the evaluation's retain images")
         proxy = x[spare]
     else:
         px = load_dataset(s.proxy, "train", s.proxy_dir)
@@ -170,10 +202,15 @@ def eval_sets(s: I2IBenchSettings) -> EvalSets:
         if proxy.shape[1:] != (1, 28, 28):
             raise ConfigError(f"proxy {s.proxy} images are {tuple(proxy.shape[2:])}, the I2I model takes 28x28")
     g = torch.Generator().manual_seed(1234)
-    train_x = load_dataset("mnist", "train").flat_float()
+    train_x = load_dataset(s.dataset, "train", s.data_dir).flat_float()
     mean, std = float(train_x.mean()), float(train_x.std())
     noise = mean + std * torch.randn(len(forget), 1, 28, 28, generator=g)
     return EvalSets(x[forget], test.labels[forget], x[retain], test.labels[retain], noise, proxy)
+
+
+def _own_test_proxy(s: I2IBenchSettings) -> bool:
+    """Whether the proxy is the bench dataset's own spare test images (``test``, or ``mnist-test`` on MNIST)."""
+    return s.proxy == "test" or (s.proxy == "mnist-test" and s.dataset == "mnist")
 
 
 def _features(classifier: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -251,8 +288,8 @@ def make_sessions(task: str, s: I2IBenchSettings) -> dict[str, UnlearnSession]:
             ModelConfig(
                 name="mnist-i2i", checkpoint=s.checkpoint.get(task), options={"task": task, "objective": objective}
             ),
-            DataConfig(forget=(s.forget,)),
-            MonitorConfig(),
+            DataConfig(dataset=s.dataset, data_dir=s.data_dir, forget=(s.forget,)),
+            MonitorConfig(classifier_checkpoint=s.classifier),
             device="cpu",
             loss_reduction="mean",
         )
@@ -349,16 +386,18 @@ def _cell(v: Any, spec: str) -> str:
 def render_table(data: dict[str, Any]) -> str:
     """``table.md`` from ``results.json`` (mean ± sd over seeds; single measurements without sd)."""
     s = data["settings"]
+    unit = "digit" if s.get("dataset", "mnist") == "mnist" else "class"
     lines = [
-        f"# I2I unlearning on MNIST: forget digit {s['forget']}",
+        f"# I2I unlearning on {_title(s)}: forget {class_label(s.get('dataset', 'mnist'), s['forget'])}",
         "",
         f"Encoder-only updates ({s['steps']} per run, Adam lr {s['lr']:g}, batch {s['batch_size']}, "
         f"alpha {s['alpha']:g}, GDiff lambda {s['gdiff_weight']:g}, UNO beta_o {s['beta_o']:g}), {s['seeds']} seeds; "
-        f"mean ± sd over seeds. Measured on {s['eval_forget']} forget-digit and {s['eval_retain']} other-digit "
-        f"MNIST test images (the first ones); retain-free proxy: {data['proxy_description']}. "
+        f"mean ± sd over seeds. Measured on {s['eval_forget']} forget-{unit} and {s['eval_retain']} other-{unit} "
+        f"{_title(s)} test images (the first ones); retain-free proxy: {data['proxy_description']}. "
         "L2: mean squared error per pixel against the ground truth, on the hidden region (`L2 hid`) and the whole "
         "image; FID: classifier features, outputs vs ground truth of the same set; cos: mean cosine of classifier "
-        "features of output and ground truth; `->1`: share of outputs classified as the forget digit; acc: classifier "
+        f"features of output and ground truth; `->{s['forget']}`: share of outputs classified as the forget {unit}; "
+        "acc: classifier "
         "accuracy on the outputs (true label of the input). `noise input`: the original model fed masked Gaussian "
         "noise (what Li et al.'s forget target decodes to), measured against the forget ground truth.",
     ]
@@ -367,7 +406,8 @@ def render_table(data: dict[str, Any]) -> str:
             "",
             f"## {task}",
             "",
-            "| model | forget L2 hid | forget L2 | forget FID | forget cos | forget ->1 | retain L2 hid | retain L2 "
+            f"| model | forget L2 hid | forget L2 | forget FID | forget cos | forget ->{s['forget']} | retain L2 hid "
+            "| retain L2 "
             "| retain FID | retain cos | retain acc | updates | seconds |",
             "|---|" + "---:|" * 12,
         ]
@@ -395,12 +435,19 @@ def render_table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _title(settings: dict[str, Any]) -> str:
+    name = settings.get("dataset", "mnist")
+    return DATASET_TITLES.get(name, name)
+
+
 def render_summary(data: dict[str, Any]) -> str:
     """A narrower table for the README: what forgetting and keeping look like per task and model."""
     lines = []
+    forget = data["settings"]["forget"]
     for task, block in data["tasks"].items():
         lines += [
-            f"**{task}** | forget ->1 | forget cos | forget FID | retain L2 hid | retain cos | retain acc | seconds",
+            f"**{task}** | forget ->{forget} | forget cos | forget FID | retain L2 hid | retain cos | retain acc "
+            "| seconds",
             "|---|" + "---:|" * 7,
         ]
         lines[-2] = "| " + lines[-2] + " |"
@@ -457,14 +504,16 @@ def run_bench(settings: I2IBenchSettings, out: str | Path, *, progress: bool = T
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sets = eval_sets(s)
-    classifier = load_model("mnist-classifier").eval()
+    classifier = load_model("mnist-classifier", s.classifier).eval()
     for p in classifier.parameters():
         p.requires_grad_(False)
     fids = _fids(classifier, sets)
+    title = DATASET_TITLES.get(s.dataset, s.dataset)
     proxy_description = (
-        f"the first {len(sets.proxy)} Fashion-MNIST training images"
-        if s.proxy == "fashion-mnist"
-        else f"{len(sets.proxy)} MNIST test images of the other digits not among the measured ones"
+        f"{len(sets.proxy)} {title} test images of the other {'digits' if s.dataset == 'mnist' else 'classes'} "
+        "not among the measured ones"
+        if _own_test_proxy(s)
+        else f"the first {len(sets.proxy)} {DATASET_TITLES.get(s.proxy, s.proxy)} training images"
     )
     data: dict[str, Any] = {
         "kind": "i2i",
@@ -519,7 +568,7 @@ def run_bench(settings: I2IBenchSettings, out: str | Path, *, progress: bool = T
             write_grids(
                 out / "figures" / f"{task}-{side}.png",
                 images,
-                f"{task}, {side} set, digit {s.forget} forgotten (seed 0)",
+                f"{task}, {side} set, {title} {class_label(s.dataset, s.forget)} forgotten (seed 0)",
             )
     bar.close()
     data["provenance"] = run_record(s)
