@@ -2,6 +2,7 @@
 
 Usage:
     python benchmarks/lora.py --part cost      # step time and peak live-tensor memory, MNIST VAE + CelebA-size VAE
+    python benchmarks/lora.py --part cost --models mnist-dit --methods s,uno   # the same for the MNIST DiT
     python benchmarks/lora.py --part unlearn   # rep on the bundled MNIST VAE: updates to unlearn, retained FID
     python benchmarks/lora.py                  # both; results in benchmarks/results/lora.json (resumable)
 
@@ -9,11 +10,14 @@ Usage:
 ``uno`` and ``rep``, for full fine-tuning and LoRA ranks 1-16 on every layer peft can adapt
 (``--target-modules all``), on two models: the bundled MNIST VAE (batch 128) and a convolutional VAE of the
 CelebA size (the UNO paper's face VAE architecture, 8.7M parameters, 64x64x3 inputs, latent 512, *untrained*:
-step cost does not depend on the weights; batch ``--celeba-batch``). Times are medians of interleaved rounds
-(every configuration once per round, rotating order), so a drifting machine affects every configuration
-alike; compare them as ratios within one run. Peak memory is the peak of live tensors during one step after a
-warm-up step (the PyTorch profiler's memory timeline, as ``benchmarks/step_cost.py`` measures it: parameters,
-gradients, activations and the optimizer state the step touches), one fresh process per configuration.
+step cost does not depend on the weights; batch ``--celeba-batch``); and, with ``--models mnist-dit``, the bundled
+class-conditional MNIST DiT on the DiT bench's replacement task 1 -> 7 (batch ``--dit-batch``, 10 as in the bench;
+``rep`` does not apply; second-order steps run with the MATH attention kernel, as the engine selects it).
+Times are medians of interleaved rounds (every configuration once per round, rotating order), so a drifting
+machine affects every configuration alike; compare them as ratios within one run. Peak memory is the peak of
+live tensors during one step after a warm-up step (the PyTorch profiler's memory timeline, as
+``benchmarks/step_cost.py`` measures it: parameters, gradients, activations and the optimizer state the step
+touches), one fresh process per configuration.
 
 **Unlearning.** ``rep`` (the method that unlearns the bundled VAE; UNO and S do not reach 2% within 530
 updates there) forgets digit 1 for ``--steps`` updates without early stopping, per seed, learning rate and
@@ -44,7 +48,7 @@ from step_cost import _tensor_peak_cpu
 
 from genunlearn.checkpoints import atomic_write_json
 from genunlearn.experiments.bench import first_below, held_below
-from genunlearn.loop import make_optimizer
+from genunlearn.loop import attention_kernels, make_optimizer
 from genunlearn.lora import AdapterConfig, adapt
 from genunlearn.methods import MethodParams, StepContext, get_method
 from genunlearn.models import load_model
@@ -67,7 +71,15 @@ def adapter_config(name: str, alpha: float | None = None) -> AdapterConfig | Non
 
 
 def cost_setup(model_name: str, batch: int):
-    """Model, objective and data of the cost measurement (weights do not matter for cost)."""
+    """``(model, retain_fn, forget_fn, xr, xf, rep)`` of the cost measurement (weights do not matter for cost).
+
+    ``retain_fn(net, xr)`` is the retain loss of a (wrapped) copy ``net``; ``rep`` is ``None`` where it does not apply.
+    """
+    if model_name == "mnist-dit":
+        from step_cost import setup_dit
+
+        model, retain_fn, forget_fn, xr, xf, _, _ = setup_dit(torch.device("cpu"), batch)
+        return model, retain_fn, forget_fn, xr, xf, None
     g = torch.Generator().manual_seed(0)
     if model_name == "mnist-vae":
         model: nn.Module = load_model("mnist-vae")
@@ -92,10 +104,10 @@ def cost_setup(model_name: str, batch: int):
         decode_loss=lambda m, z, x: reconstruction_loss(m, z, x, likelihood),
         samples=batch,
     )
-    return model.train(), objective, xr, xf, rep
+    return model.train(), objective, objective, xr, xf, rep
 
 
-def make_step(model: nn.Module, objective, xr, xf, rep, config_name: str, method_name: str):
+def make_step(model: nn.Module, retain_fn, forget_fn, xr, xf, rep, config_name: str, method_name: str):
     """A step function of the engine (direction + Adam update) on a LoRA-wrapped or plain copy of ``model``."""
     adapter = adapt(copy.deepcopy(model), adapter_config(config_name))
     net = adapter.model.train()
@@ -109,14 +121,15 @@ def make_step(model: nn.Module, objective, xr, xf, rep, config_name: str, method
     def step() -> list[torch.Tensor]:
         ctx = StepContext(
             params=params,
-            retain_loss=lambda: objective(net, xr),
-            forget_loss=lambda: objective(net, xf),
+            retain_loss=lambda: retain_fn(net, xr),
+            forget_loss=lambda: forget_fn(net, xf),
             replace_loss=(lambda: rep(net)) if method.uses_replacement else None,
             step=counter["k"],
             hp=hp,
         )
         counter["k"] += 1
-        out = method.compute(ctx)
+        with attention_kernels(method.needs_double_backward(ctx)):
+            out = method.compute(ctx)
         for p, d in zip(params, out.direction, strict=True):
             p.grad = d.detach()
         opt.step()
@@ -149,22 +162,31 @@ def time_configs(steps: dict[str, Any], repeats: int, warmup: int = 2) -> dict[s
 
 def memory_child(model_name: str, config_name: str, methods: list[str], batch: int) -> None:
     """In a fresh process: peak live-tensor bytes of one step of each method (after a warm-up step)."""
-    model, objective, xr, xf, rep = cost_setup(model_name, batch)
+    model, retain_fn, forget_fn, xr, xf, rep = cost_setup(model_name, batch)
     out = {}
-    for m in methods:
-        step, restore, _, _ = make_step(model, objective, xr, xf, rep, config_name, m)
+    for m in applicable(methods, rep):
+        step, restore, _, _ = make_step(model, retain_fn, forget_fn, xr, xf, rep, config_name, m)
         step()  # warm-up: the optimizer state exists from here on, as in a run
         out[m] = _tensor_peak_cpu(step)
         restore()
     print(json.dumps(out))
 
 
+def applicable(methods: list[str], rep) -> list[str]:
+    """The methods that apply to a model (``rep`` needs its replacement term)."""
+    return [m for m in methods if rep is not None or not get_method(m).uses_replacement]
+
+
+def model_batch(args, model_name: str) -> int:
+    return {"mnist-vae": args.batch, "mnist-dit": args.dit_batch}.get(model_name, args.celeba_batch)
+
+
 def part_cost(args, report: dict[str, Any], save) -> None:
-    methods = args.methods.split(",")
     names = config_names(args.ranks)
     for model_name in args.models.split(","):
-        batch = args.batch if model_name == "mnist-vae" else args.celeba_batch
-        model, objective, xr, xf, rep = cost_setup(model_name, batch)
+        batch = model_batch(args, model_name)
+        model, retain_fn, forget_fn, xr, xf, rep = cost_setup(model_name, batch)
+        methods = applicable(args.methods.split(","), rep)
         entry: dict[str, Any] = {
             "parameters": sum(p.numel() for p in model.parameters()),
             "batch": batch,
@@ -173,7 +195,7 @@ def part_cost(args, report: dict[str, Any], save) -> None:
         steps: dict[str, Any] = {}
         for c in names:
             for m in methods:
-                step, restore, trainable, targets = make_step(model, objective, xr, xf, rep, c, m)
+                step, restore, trainable, targets = make_step(model, retain_fn, forget_fn, xr, xf, rep, c, m)
                 steps[f"{c}|{m}"] = (step, restore)
                 entry["configs"].setdefault(c, {"trainable_parameters": trainable, "targets": targets})
         print(f"{model_name}: timing {len(steps)} configuration x method cells, {args.repeats} rounds", flush=True)
@@ -330,6 +352,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--celeba-batch", type=int, default=32)
+    ap.add_argument("--dit-batch", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)

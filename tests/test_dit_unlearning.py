@@ -171,6 +171,26 @@ def test_mnist_dit_without_bundled_weights_or_checkpoint_is_one_line(tmp_path, m
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
+def test_dit_bench_with_a_lora_adapter_changes_only_the_adapted_layers(tiny_dit, tmp_path, capsys):
+    from genunlearn.checkpoints import load_state
+
+    out = tmp_path / "bench"
+    argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s", "--steps", "2"]
+    argv += ["--monitor-samples", "8", "--class-samples", "2", "--fid-samples", "0", "--sampler-steps", "2"]
+    argv += ["--lr", "1e-2", "--lora-rank", "2", "--lora-targets", "to_q,to_k", "--out", str(out)]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "LoRA rank 2 on to_q,to_k (peft, base frozen; measured merged)" in stdout
+    before, after = load_state(tiny_dit), load_state(out / "runs" / "s" / "seed0.safetensors")
+    assert set(after) == set(before)  # merged: a plain checkpoint of the model
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith(("to_q.weight", "to_k.weight")) for k in changed), changed
+    code, _, err = run([*argv[:-4], "--lora-rank", "4", "--out", str(out)], capsys)  # other rank: refused
+    assert code == 2 and "lora_rank = 2" in err
+    code, _, err = run(argv, capsys)  # the same settings resume (the targets come back from JSON as a list)
+    assert code == 0, err
+
+
 def test_dit_bench_cli_passes_sampler_guidance_and_no_memory(monkeypatch, tmp_path, capsys):
     import genunlearn.experiments.dit_bench as dit_bench
 

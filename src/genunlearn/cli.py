@@ -958,6 +958,15 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
     is_flag=True,
     help="Stop each run at the first monitor reading below the threshold (measures the model there).",
 )
+@click.option(
+    "--lora-rank",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Train a LoRA adapter of this rank instead of the weights (peft, base frozen; default 0: full).",
+)
+@click.option(
+    "--lora-targets", default=None, help="Layers the adapter adapts: all (default) or names, e.g. to_q,to_k,to_v."
+)
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
 @click.option(
     "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."
@@ -984,6 +993,8 @@ def bench_mnist_dit(
     preserve_weight,
     preserve_target,
     early_stop,
+    lora_rank,
+    lora_targets,
     quick,
     no_memory,
     device,
@@ -1012,6 +1023,8 @@ def bench_mnist_dit(
         "fid_samples": fid_samples,
         "preserve_weight": preserve_weight,
         "preserve_target": preserve_target,
+        "lora_rank": lora_rank,
+        "lora_targets": _parse_str_list(lora_targets),
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     if no_memory:

@@ -37,6 +37,7 @@ from genunlearn.experiments.bench import first_below, held_below, read_bench_aud
 from genunlearn.experiments.records import dumps_compact, read_seed_record, write_seed_record
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.loop import UnlearnConfig
+from genunlearn.lora import AdapterConfig, adapt, merged
 from genunlearn.methods import METHODS, StepContext
 from genunlearn.objectives import ObjectiveConfig
 from genunlearn.provenance import record_start, run_record, summarise_provenance
@@ -80,6 +81,9 @@ class DiTBenchSettings:
             predictions held to the frozen original's: a distillation).
         early_stop: stop each run at the first monitor reading below the threshold (what a user would do;
             the measures are then of the model at that update, and "held" cannot be decided).
+        lora_rank: train a LoRA adapter of this rank (peft; base frozen; measured and saved merged) instead of the
+            model's own weights; 0: full fine-tuning (the paper's).
+        lora_targets: the layers the adapter adapts (:class:`~genunlearn.lora.AdapterConfig`'s ``target_modules``).
     """
 
     seeds: int = 3
@@ -103,6 +107,8 @@ class DiTBenchSettings:
     preserve_weight: float = 0.0
     preserve_target: str = "data"
     early_stop: bool = False
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = ("all",)
 
     @classmethod
     def quick(cls) -> DiTBenchSettings:
@@ -155,12 +161,19 @@ def _objective(s: DiTBenchSettings) -> ObjectiveConfig:
     ).validate()
 
 
+def _adapter(s: DiTBenchSettings) -> AdapterConfig | None:
+    if not s.lora_rank:
+        return None
+    return AdapterConfig(kind="lora", rank=s.lora_rank, target_modules=tuple(s.lora_targets)).validate()
+
+
 def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
-    """One (method, seed): the JSON-able record and the model."""
+    """One (method, seed): the JSON-able record and the model (with a LoRA adapter: merged into its weights)."""
     cfg = _config(method, s, seed)
     objective = _objective(s)
     monitor = session.monitor(seed)
-    model, result = session.run(cfg, objective, monitor=monitor, progress=False)
+    model, result = session.run(cfg, objective, monitor=monitor, progress=False, adapter=_adapter(s))
+    model = merged(model).eval()
     log = result.log
     ff = [row.get("forget_fraction", math.nan) for row in log]
     times = [row["compute_time_s"] for row in log]
@@ -203,11 +216,10 @@ def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int
 
 def step_memory(session: UnlearnSession, method: str, s: DiTBenchSettings) -> int:
     """Peak bytes of live tensors in one step of ``method`` (the update direction computed, not applied)."""
-    from genunlearn.adapters import as_adapter
     from genunlearn.data.batching import infinite_batches, stream_generators
     from genunlearn.loop import attention_kernels
 
-    adapter = as_adapter(session.fresh_adapter())
+    adapter = adapt(session.fresh_adapter(), _adapter(s))
     model = adapter.model
     params = adapter.trainable_parameters()
     cfg = _config(method, s, 0)
@@ -250,6 +262,8 @@ def check_resumed(record: dict[str, Any], s: DiTBenchSettings, path: Path) -> No
         if f.name in RESUME_FREE:
             continue
         was, now = made.get(f.name, f.default), getattr(s, f.name)
+        if isinstance(was, list):  # JSON has no tuples
+            was = tuple(was)
         if was != now:
             raise ConfigError(
                 f"{path} was made with {f.name} = {was!r}, this run asks for {now!r}: "
@@ -317,8 +331,8 @@ def render_table(
         f"({s.class_samples} samples per class); FID of the kept classes' samples "
         f"{_opt(original.get('fid_kept'), '.2f')} ({s.fid_samples} samples, classifier features). "
         f"{s.seeds} seeds, K = {s.steps} updates, batch {s.batch_size}, lr {s.lr:g}, beta_o {s.beta_o:g}, "
-        f"{s.loss_reduction} loss{_preserve_note(s)}{_stop_note(s)}; monitor: {s.monitor_samples} noises per seed, "
-        "read every "
+        f"{s.loss_reduction} loss{_preserve_note(s)}{_lora_note(s)}{_stop_note(s)}; "
+        f"monitor: {s.monitor_samples} noises per seed, read every "
         f"{s.monitor_every} updates; sampler {s.sampler} {s.sampler_steps} steps, guidance {s.guidance_scale:g}. "
         "Mean (std) over seeds; updates and time over the seeds that reached the threshold. Held: below the "
         "threshold for the next 20 updates after first reaching it. Memory: live tensors of one step (profiler), "
@@ -352,6 +366,12 @@ def _stop_note(s: DiTBenchSettings) -> str:
     )
 
 
+def _lora_note(s: DiTBenchSettings) -> str:
+    if not s.lora_rank:
+        return ""
+    return f", LoRA rank {s.lora_rank} on {','.join(s.lora_targets)} (peft, base frozen; measured merged)"
+
+
 def _preserve_note(s: DiTBenchSettings) -> str:
     if not s.preserve_weight:
         return ""
@@ -378,7 +398,10 @@ def settings_from(data: dict[str, Any]) -> DiTBenchSettings:
     from dataclasses import fields
 
     names = {f.name for f in fields(DiTBenchSettings)}
-    return DiTBenchSettings(**{k: v for k, v in data["settings"].items() if k in names})
+    given = {k: v for k, v in data["settings"].items() if k in names}
+    if "lora_targets" in given:
+        given["lora_targets"] = tuple(given["lora_targets"])
+    return DiTBenchSettings(**given)
 
 
 def _opt(v: float | None, spec: str) -> str:
