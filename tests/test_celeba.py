@@ -292,6 +292,9 @@ def test_original_report_needs_cached_weights_then_writes_tables_and_figures(cel
     assert male["n"] == 40 and male["ci_low"] <= male["rate"] <= male["ci_high"]
     assert summary["fid"]["features"] == "classifier-features" and summary["vae"]["test_images"] == 4
     assert "git_commit" in summary and summary["machine"]["cpu_count"] >= 1
+    # the command as a user types it, also for summaries that stored the venv's absolute path
+    summary["command"] = "/some/venv/bin/genunlearn bench celeba64-original --out 'a b'"
+    assert "Regenerate: `genunlearn bench celeba64-original --out 'a b'`" in render_report(summary)
 
 
 def test_original_report_cli(celeba_dir, tmp_path, monkeypatch, capsys):

@@ -1156,6 +1156,25 @@ def bench_i2i(
     click.echo(render_table(data))
 
 
+def _celeba_model_options(func):
+    """The face VAE, attribute classifier and CelebA folder options of the CelebA benches."""
+    for option in reversed(
+        [
+            click.option(
+                "--checkpoint", type=click.Path(dir_okay=False), default=None, help="Face VAE (default: the cache)."
+            ),
+            click.option(
+                "--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="Attribute classifier."
+            ),
+            click.option(
+                "--celeba-dir", type=click.Path(file_okay=False), default=None, help="images.zip + attributes.csv."
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
 @bench.command("celeba64")
 @click.option("--attr", "attributes", default="Male", show_default=True, help="Feature(s) to forget: Male, Eyeglasses.")
 @click.option("--attr-mode", type=click.Choice(["any", "all"]), default="any", show_default=True)
@@ -1174,10 +1193,8 @@ def bench_i2i(
     "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (the paper's 1e-3)."
 )
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="The paper's 128.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Face VAE (default: the cache).")
-@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="Attribute classifier.")
+@_celeba_model_options
 @click.option("--independent-classifier", type=click.Path(dir_okay=False), default=None, help="A second one.")
-@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="images.zip + attributes.csv.")
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 3 updates, small samples.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
@@ -1226,9 +1243,7 @@ def bench_celeba64(
 
 
 @bench.command("celeba64-original")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, help="Face VAE (default: the cache).")
-@click.option("--classifier-checkpoint", type=click.Path(dir_okay=False), default=None, help="Attribute classifier.")
-@click.option("--celeba-dir", type=click.Path(file_okay=False), default=None, help="images.zip + attributes.csv.")
+@_celeba_model_options
 @click.option("--samples", type=click.IntRange(min=2), default=10_000, show_default=True, help="Generated faces.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(

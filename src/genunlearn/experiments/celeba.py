@@ -36,6 +36,7 @@ from genunlearn.eval.fid import face_fid
 from genunlearn.eval.figures import rgb_grid
 from genunlearn.eval.monitor import wilson_interval
 from genunlearn.models.registry import cached_weights, load_model
+from genunlearn.provenance import command_line
 from genunlearn.runinfo import git_commit, machine, versions
 from genunlearn.train_celeba import (
     KEY_ATTRIBUTES,
@@ -167,7 +168,7 @@ def original_report(
 
     fid_kind = "inception" if type(fid).__name__ == "InceptionFID" else "classifier-features"
     summary: dict[str, Any] = {
-        "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
+        "command": command_line() if sys.argv and sys.argv[0] else None,
         "git_commit": git_commit(),
         "machine": machine(),
         "versions": versions(),
@@ -241,13 +242,20 @@ def original_report(
     return summary
 
 
+def _as_typed(command: str | None) -> str | None:
+    """A stored command line as a user types it (``.../bin/genunlearn`` -> ``genunlearn``; older summaries)."""
+    import shlex
+
+    return command if not command else command_line(shlex.split(command))
+
+
 def render_report(s: dict[str, Any]) -> str:
     """The markdown tables of :func:`original_report`."""
     v, c, gen, fid = s["vae"], s["classifier"], s["generated"], s["fid"]
     lines = [
         "# The original CelebA 64x64 models",
         "",
-        f"Regenerate: `{s['command']}` (commit {s['git_commit']}, {s['machine']['cpu']}, "
+        f"Regenerate: `{_as_typed(s['command'])}` (commit {s['git_commit']}, {s['machine']['cpu']}, "
         f"{s['machine']['cpu_count']} cores, {s['seconds']:.0f} s).",
         "",
         f"## VAE ({v['parameters']:,} parameters, trained on `{v['framing']}` images)",
