@@ -133,6 +133,28 @@ def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert table.split("\n", 2)[2].strip() in block and "Data: `bench/results.json`" in block
     assert run_report(tmp_path, [out / "table.md"], check=True) == []  # table.md is derived from results.json
+    # a resume with other settings refuses the old records (one line) instead of mixing them into the table
+    code, _, err = run([*argv, "--lr", "1e-3", "--batch-size", "8", "--out", str(out)], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error")]  # (the rest: the progress bar)
+    assert code == 2 and len(errors) == 1 and "lr = 0.0001" in errors[0] and "another --out" in errors[0]
+
+
+def test_celeba_bench_with_a_lora_adapter(tiny_celeba, tmp_path, capsys):
+    from genunlearn.checkpoints import load_state
+
+    out = tmp_path / "bench"
+    argv = ["bench", "celeba64", "--quick", "--methods", "s", "--framing", "all", "--celeba-dir"]
+    argv += [str(tiny_celeba / "data"), "--checkpoint", str(tiny_celeba / "vae.safetensors")]
+    argv += ["--classifier-checkpoint", str(tiny_celeba / "clf.safetensors"), "--fid-samples", "0"]
+    argv += ["--threshold", "0", "--batch-size", "8", "--lora-rank", "2", "--lora-targets", "fc_mu", "--out", str(out)]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "LoRA rank 2 on fc_mu (peft, base frozen; measured merged)" in stdout
+    before, after = load_state(tiny_celeba / "vae.safetensors"), load_state(out / "runs" / "s" / "seed0.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k]) and "running_" not in k and "batches" not in k}
+    assert set(after) == set(before) and changed == {"fc_mu.weight"}, changed  # (BatchNorm statistics: train mode)
+    code, _, err = run(argv, capsys)  # the same settings resume (the targets come back from JSON as a list)
+    assert code == 0, err
 
 
 def test_audit_of_a_face_vae(tiny_celeba, tmp_path, capsys):

@@ -923,6 +923,19 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
         click.echo("nothing to update")
 
 
+def _lora_bench_options(func):
+    """``--lora-rank`` / ``--lora-targets`` of the benches that can train a LoRA adapter instead of the weights."""
+    func = click.option(
+        "--lora-targets", default=None, help="Layers the adapter adapts: all (default) or names, e.g. to_q,to_k,to_v."
+    )(func)
+    return click.option(
+        "--lora-rank",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Train a LoRA adapter of this rank instead of the weights (peft, base frozen; default 0: full).",
+    )(func)
+
+
 @bench.command("mnist-dit")
 @click.option("--seeds", type=int, default=None, help="Default 3 (--quick: 1).")
 @click.option("--methods", default=None, help="Comma-separated methods (default: s,uno,uno-s,uno-fd,a,sa,d).")
@@ -958,15 +971,7 @@ def report(paths: tuple[str, ...], check: bool, root: str | None, list_generator
     is_flag=True,
     help="Stop each run at the first monitor reading below the threshold (measures the model there).",
 )
-@click.option(
-    "--lora-rank",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Train a LoRA adapter of this rank instead of the weights (peft, base frozen; default 0: full).",
-)
-@click.option(
-    "--lora-targets", default=None, help="Layers the adapter adapts: all (default) or names, e.g. to_q,to_k,to_v."
-)
+@_lora_bench_options
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
 @click.option(
     "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."
@@ -1195,6 +1200,7 @@ def _celeba_model_options(func):
 @click.option("--batch-size", type=click.IntRange(min=2), default=None, help="The paper's 128.")
 @_celeba_model_options
 @click.option("--independent-classifier", type=click.Path(dir_okay=False), default=None, help="A second one.")
+@_lora_bench_options
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 3 updates, small samples.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory (resumable).")
@@ -1214,6 +1220,8 @@ def bench_celeba64(
     classifier_checkpoint,
     independent_classifier,
     celeba_dir,
+    lora_rank,
+    lora_targets,
     quick,
     device,
     out,
@@ -1226,7 +1234,8 @@ def bench_celeba64(
     attrs = _parse_str_list(attributes)
     base = CelebABenchSettings.quick() if quick else CelebABenchSettings()
     given = {"seeds": seeds, "steps": steps, "threshold": threshold, "monitor_every": monitor_every}
-    given.update(fid_samples=fid_samples, framing=framing, lr=lr, batch_size=batch_size)
+    given.update(fid_samples=fid_samples, framing=framing, lr=lr, batch_size=batch_size, lora_rank=lora_rank)
+    given.update(lora_targets=_parse_str_list(lora_targets))
     settings = replace(base, attributes=attrs, attr_mode=attr_mode, **{k: v for k, v in given.items() if v is not None})
     chosen = [m.strip() for m in methods.split(",")] if methods else None
     result = run_celeba_bench(

@@ -35,9 +35,10 @@ from genunlearn.checkpoints import atomic_write_csv, atomic_write_text, load_int
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
 from genunlearn.errors import ConfigError
 from genunlearn.eval.monitor import wilson_interval
-from genunlearn.experiments.records import dumps_compact, read_seed_record, write_seed_record
+from genunlearn.experiments.records import check_resumed, dumps_compact, read_seed_record, write_seed_record
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.loop import UnlearnConfig
+from genunlearn.lora import AdapterConfig, merged
 from genunlearn.methods import METHODS
 from genunlearn.objectives import ObjectiveConfig
 from genunlearn.provenance import record_start, run_record, summarise_provenance
@@ -71,6 +72,9 @@ class CelebABenchSettings:
         monitor_samples, monitor_every: the monitor's latents per seed, and updates between readings.
         fid_samples: generated faces for FID after each run (0: skip).
         framing: training faces (``aligned``: the VAE's training framing).
+        lora_rank: train a LoRA adapter of this rank (peft; base frozen; measured and saved merged) instead of the
+            VAE's own weights; 0: full fine-tuning (the paper's).
+        lora_targets: the layers the adapter adapts (:class:`~genunlearn.lora.AdapterConfig`'s ``target_modules``).
     """
 
     attributes: tuple[str, ...] = ("Male",)
@@ -89,6 +93,8 @@ class CelebABenchSettings:
     monitor_every: int = 5
     fid_samples: int = 2000
     framing: str = "aligned"
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = ("all",)
 
     @classmethod
     def quick(cls, **kw: Any) -> CelebABenchSettings:
@@ -151,7 +157,13 @@ def run_one(
     ).validate()
     objective = ObjectiveConfig(loss_reduction=s.loss_reduction, alpha=s.alpha, hat_samples=s.batch_size)
     monitor = session.monitor(seed)
-    model, result = session.run(cfg, objective, monitor=monitor, progress=False)
+    adapter = (
+        AdapterConfig(kind="lora", rank=s.lora_rank, target_modules=tuple(s.lora_targets)).validate()
+        if s.lora_rank
+        else None
+    )
+    model, result = session.run(cfg, objective, monitor=monitor, progress=False, adapter=adapter)
+    model = merged(model).eval()
     final = monitor.measure(model)
     record: dict[str, Any] = {
         "method": method,
@@ -239,8 +251,8 @@ def render_table(rows: list[dict], original: dict[str, Any], s: CelebABenchSetti
         f"({s.fid_samples} samples; not comparable with Inception FID). {s.seeds} seeds, at most {s.steps} updates "
         f"(stop at the first reading below {s.threshold:g}), lr {s.lr:g}, batch {s.batch_size}, beta_o {s.beta_o:g}, "
         f"beta_h {s.beta_h:g}, {s.loss_reduction} loss, BatchNorm {s.bn_mode}; monitor {s.monitor_samples} latents "
-        f"per seed every {s.monitor_every} updates. Mean (std) over seeds; updates and time over the seeds that "
-        "reached the threshold; final fractions at the end of each run.",
+        f"per seed every {s.monitor_every} updates{_lora_note(s)}. Mean (std) over seeds; updates and time over the "
+        "seeds that reached the threshold; final fractions at the end of each run.",
         "",
         f"| method | updates to < {s.threshold:g} | time to unlearn (s) | reached | {feat} after "
         "| independent classifier | FID (all) | FID (retained) | time per step (ms) |",
@@ -275,8 +287,20 @@ def render_results(data: dict[str, Any]) -> str:
     """:func:`render_table` from a bench's ``results.json`` (``genunlearn report``'s ``celeba`` block)."""
     fields = {f for f in CelebABenchSettings.__dataclass_fields__}
     settings = {k: v for k, v in data["settings"].items() if k in fields}
-    s = CelebABenchSettings(**{**settings, "attributes": tuple(settings["attributes"])})
+    s = CelebABenchSettings(
+        **{
+            **settings,
+            "attributes": tuple(settings["attributes"]),
+            **({"lora_targets": tuple(settings["lora_targets"])} if "lora_targets" in settings else {}),
+        }
+    )
     return render_table(data["rows"], data["original"], s, data["title"])
+
+
+def _lora_note(s: CelebABenchSettings) -> str:
+    if not s.lora_rank:
+        return ""
+    return f"; LoRA rank {s.lora_rank} on {','.join(s.lora_targets)} (peft, base frozen; measured merged)"
 
 
 def _opt(v: float | None, spec: str = ".2f") -> str:
@@ -341,6 +365,7 @@ def run_celeba_bench(
         path = out / "runs" / method / f"seed{seed}.json"
         if path.is_file():
             rec = read_seed_record(path)
+            check_resumed(rec, s, path)
         else:
             rec, model = run_one(session, method, s, seed, independent)
             write_seed_record(path, rec, {"forget_fraction": s.monitor_samples})

@@ -34,6 +34,7 @@ from genunlearn.errors import ConfigError
 from genunlearn.eval.memory import peak_live_tensor_bytes
 from genunlearn.eval.monitor import wilson_interval
 from genunlearn.experiments.bench import first_below, held_below, read_bench_audit, render_audit_section, stays_below
+from genunlearn.experiments.records import check_resumed as _check_resumed
 from genunlearn.experiments.records import dumps_compact, read_seed_record, write_seed_record
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.loop import UnlearnConfig
@@ -248,27 +249,8 @@ RESUME_FREE = ("seeds", "measure_memory")
 
 
 def check_resumed(record: dict[str, Any], s: DiTBenchSettings, path: Path) -> None:
-    """Refuse to reuse a per-seed record made with other settings (a resume must not mix runs silently).
-
-    Records name their settings in ``provenance.config.settings``; a field missing there (a record older than the
-    field) counts as that field's default. Records without provenance are trusted (none are committed).
-    """
-    from dataclasses import fields
-
-    made = ((record.get("provenance") or {}).get("config") or {}).get("settings")
-    if not isinstance(made, dict):
-        return
-    for f in fields(DiTBenchSettings):
-        if f.name in RESUME_FREE:
-            continue
-        was, now = made.get(f.name, f.default), getattr(s, f.name)
-        if isinstance(was, list):  # JSON has no tuples
-            was = tuple(was)
-        if was != now:
-            raise ConfigError(
-                f"{path} was made with {f.name} = {was!r}, this run asks for {now!r}: "
-                "resume with the same settings or write to another --out"
-            )
+    """Refuse to reuse a per-seed record made with other settings (:func:`.records.check_resumed`)."""
+    _check_resumed(record, s, path, RESUME_FREE)
 
 
 def _ms(values: list[float | None]) -> tuple[float | None, float | None]:

@@ -137,6 +137,34 @@ VALUE_FIELDS = (
 )
 
 
+def check_resumed(record: Mapping[str, Any], settings: Any, path: Path, free: Sequence[str] = ("seeds",)) -> None:
+    """Refuse to reuse a per-seed record made with other bench settings (a resume must not mix runs silently).
+
+    ``settings`` is the bench's settings dataclass; records name theirs in ``provenance.config.settings``. A field
+    missing there (a record older than the field) counts as that field's default; ``free`` fields (the seed count,
+    switches that do not change a record's numbers) may differ. Records without provenance are trusted.
+    """
+    from dataclasses import MISSING, fields
+
+    from genunlearn.errors import ConfigError
+
+    made = ((record.get("provenance") or {}).get("config") or {}).get("settings")
+    if not isinstance(made, dict):
+        return
+    for f in fields(settings):
+        if f.name in free:
+            continue
+        default = f.default if f.default is not MISSING else None
+        was, now = made.get(f.name, default), getattr(settings, f.name)
+        if isinstance(was, list):  # JSON has no tuples
+            was = tuple(was)
+        if was != now:
+            raise ConfigError(
+                f"{path} was made with {f.name} = {was!r}, this run asks for {now!r}: "
+                "resume with the same settings or write to another --out"
+            )
+
+
 def _finite(values: Sequence[Any]) -> list[float]:
     return [v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
 
