@@ -137,6 +137,19 @@ def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
     code, _, err = run([*argv, "--lr", "1e-3", "--batch-size", "8", "--out", str(out)], capsys)
     errors = [line for line in err.splitlines() if line.startswith("error")]  # (the rest: the progress bar)
     assert code == 2 and len(errors) == 1 and "lr = 0.0001" in errors[0] and "another --out" in errors[0]
+    # an audit of the seed-0 models in OUT/audit (here: the committed one of the real bench) joins the table
+    import shutil
+    from pathlib import Path
+
+    (out / "audit").mkdir()
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "results/celeba64/male/audit/audit.json", out / "audit" / "audit.json")
+    code, stdout, err = run([*argv, "--lr", "1e-4", "--batch-size", "8", "--out", str(out)], capsys)
+    assert code == 0, err
+    section = stdout[stdout.index("## Audit of the seed-0 models") :]
+    assert "`attacked` = the model's own classifier" in section and "forget fractions < 20%" in section
+    assert "| Gradient surgery (S) | 17.8% | 100.0% | n/a |" in section and "not bench entries" in section
+    assert (out / "table.md").read_text().rstrip() == stdout.rstrip()
 
 
 def test_celeba_bench_with_a_lora_adapter(tiny_celeba, tmp_path, capsys):

@@ -1039,9 +1039,11 @@ def _derived(path: Path) -> list[Output]:
             if "guidance_scale" in data["settings"]:
                 return _dit_bench_outputs(path, data)
             if "attributes" in data["settings"]:  # genunlearn bench celeba64
+                from genunlearn.experiments.bench import read_bench_audit
                 from genunlearn.experiments.celeba_bench import render_results
 
-                return [Output(path.parent / "table.md", render_results(dict(data)) + "\n", name)]
+                audit = read_bench_audit(path.parent)
+                return [Output(path.parent / "table.md", render_results(dict(data), audit=audit) + "\n", name)]
             return _bench_outputs(path)
     elif name == "cells.jsonl":
         return _sweep_outputs(path)

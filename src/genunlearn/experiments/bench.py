@@ -383,8 +383,10 @@ def audit_legend(audit: dict[str, Any]) -> str:
     """What the columns of :func:`audit_table` mean, with the audit's settings and detectors."""
     set_ = audit["settings"]
     k, most = max(set_["relearn_at"]), max(set_["relearn_forget"])
+    own = "the model's own classifier"
     detectors = ", ".join(
-        f"`{d['name']}` = {Path(d['checkpoint']).name}{' (bn1 applied)' if d.get('use_bn') else ''}"
+        f"`{d['name']}` = {Path(d['checkpoint']).name if d.get('checkpoint') else own}"
+        f"{' (bn1 applied)' if d.get('use_bn') else ''}"
         for d in audit["detectors"]
     )
     return (
@@ -404,7 +406,8 @@ def audit_legend(audit: dict[str, Any]) -> str:
         f"Relearn: forget fraction after {k} Adam updates (lr {set_['relearn_lr']}, "
         f"mean of {set_['relearn_seeds']} seeds) on retained data only (largest over the detectors) and with "
         f"{most} forget examples in every batch (attacked detector). Pass: every check within its limit "
-        "(docs/audit.md); "
+        f"(forget fractions < {100 * set_['fraction_threshold']:g}%, search shares and prior mass <= "
+        f"{100 * set_['share_margin']:g}%; docs/audit.md); "
         + (
             "relearning with forget examples passes when it brings the class back no faster than in the model "
             f"retrained without it (within {100 * set_['fraction_threshold']:g} points after every k; the other "

@@ -35,6 +35,7 @@ from genunlearn.checkpoints import atomic_write_csv, atomic_write_text, load_int
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
 from genunlearn.errors import ConfigError
 from genunlearn.eval.monitor import wilson_interval
+from genunlearn.experiments.bench import read_bench_audit, render_audit_section
 from genunlearn.experiments.records import check_resumed, dumps_compact, read_seed_record, write_seed_record
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.loop import UnlearnConfig
@@ -237,8 +238,15 @@ def aggregate(records: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
-def render_table(rows: list[dict], original: dict[str, Any], s: CelebABenchSettings, title: str) -> str:
-    """Two markdown tables: forgetting/quality/time, and what else changed."""
+def render_table(
+    rows: list[dict],
+    original: dict[str, Any],
+    s: CelebABenchSettings,
+    title: str,
+    audit: dict[str, Any] | None = None,
+) -> str:
+    """Two markdown tables: forgetting/quality/time, and what else changed; and the audit of the seed-0 models when
+    ``OUT/audit`` holds one (``genunlearn audit`` on ``runs/<method>/seed0.safetensors``)."""
     feat = ("|" if s.attr_mode == "any" else "&").join(s.attributes)
     lo, hi = original["forget_fraction_ci"]
     others = [a for a in original["attributes"]["rates"] if a not in s.attributes]
@@ -280,11 +288,15 @@ def render_table(rows: list[dict], original: dict[str, Any], s: CelebABenchSetti
     ]
     for r in rows:
         out.append(f"| {r['label']} | " + " | ".join(_f(r[f"rate_{a}"]) for a in others) + " |")
-    return "\n".join(out)
+    if audit is not None:
+        entries = [{"entry": r["method"], "label": r["label"], "fidelity": True} for r in rows]
+        out += ["", *render_audit_section(audit, entries)]
+    return "\n".join(out).rstrip("\n")
 
 
-def render_results(data: dict[str, Any]) -> str:
-    """:func:`render_table` from a bench's ``results.json`` (``genunlearn report``'s ``celeba`` block)."""
+def render_results(data: dict[str, Any], audit: dict[str, Any] | None = None) -> str:
+    """:func:`render_table` from a bench's ``results.json`` (``genunlearn report``'s ``celeba`` block, which
+    leaves out the audit; ``table.md`` has it)."""
     fields = {f for f in CelebABenchSettings.__dataclass_fields__}
     settings = {k: v for k, v in data["settings"].items() if k in fields}
     s = CelebABenchSettings(
@@ -294,7 +306,7 @@ def render_results(data: dict[str, Any]) -> str:
             **({"lora_targets": tuple(settings["lora_targets"])} if "lora_targets" in settings else {}),
         }
     )
-    return render_table(data["rows"], data["original"], s, data["title"])
+    return render_table(data["rows"], data["original"], s, data["title"], audit=audit)
 
 
 def _lora_note(s: CelebABenchSettings) -> str:
@@ -375,7 +387,7 @@ def run_celeba_bench(
             models_seed0[method] = load_into(session.fresh_model(), path.with_suffix(".safetensors")).eval()
         records.setdefault(method, []).append(rec)
     rows = aggregate(records)
-    table = render_table(rows, original, s, title)
+    table = render_table(rows, original, s, title, audit=read_bench_audit(out))
     atomic_write_text(out / "table.md", table + "\n")
     atomic_write_csv(
         out / "table.csv",
