@@ -202,6 +202,9 @@ def test_every_results_folder_has_a_reproducing_command(folder):
             args = shlex.split(part)
             if args[0] == "genunlearn":
                 _parse_genunlearn(args[1:])
+            elif args[0] == "python" and args[1] == "-m":  # a module of the package
+                module = REPO / "src" / (args[2].replace(".", "/") + ".py")
+                assert module.is_file(), f"{folder}/COMMAND: no module {args[2]}"
             elif args[0] == "python":
                 assert (REPO / args[1]).is_file(), f"{folder}/COMMAND: no script {args[1]}"
             else:

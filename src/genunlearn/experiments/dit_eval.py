@@ -9,8 +9,8 @@ training images (FID's small-sample floor) and samples of the bundled MNIST VAE.
 
 Run ``python -m genunlearn.experiments.dit_eval --out results/mnist-dit/original``; it writes
 ``results.json`` (command line, git commit, machine, versions, every number), ``table.md`` and
-``samples.png`` (one row per digit). Finished settings are kept in ``results.partial.json``; rerunning the
-same command skips them.
+``samples.png`` (one row per digit). Finished settings are kept in ``results.partial.json`` while it runs;
+rerunning an interrupted command skips them, and the file is removed once ``results.json`` is written.
 """
 
 from __future__ import annotations
@@ -350,6 +350,7 @@ def main(
     }
     atomic_write_json(Path(out) / "results.json", record)
     atomic_write_text(Path(out) / "table.md", markdown_table(record))
+    partial_path.unlink(missing_ok=True)  # only needed to resume an interrupted run
     click.echo(markdown_table(record))
 
 
