@@ -205,7 +205,7 @@ class CelebA64(Dataset):
             return zf
         try:
             zf = zipfile.ZipFile(self.zip_path)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError) as exc:  # damaged headers too
             raise DataError(f"{self.zip_path}: not a readable zip file ({exc})") from None
         self._zip, self._zip_pid = zf, os.getpid()
         return zf
@@ -229,7 +229,7 @@ class CelebA64(Dataset):
 
         try:
             raw = self._open_zip().read(name)
-        except (zipfile.BadZipFile, OSError, KeyError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, KeyError, EOFError, NotImplementedError, ValueError) as exc:
             raise DataError(f"{self.zip_path}: member {name}: cannot read ({exc})") from None
         try:
             with Image.open(io.BytesIO(raw)) as im:
