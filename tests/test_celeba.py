@@ -32,18 +32,41 @@ from tests.test_cli import run
 ATTRS = ["Eyeglasses", "Male", "Smiling", "Young"]
 
 
-def write_celeba(root, n=40, attrs=ATTRS, seed=0, framings=("aligned", "detector-crop"), extra_csv_rows=()):
-    """A tiny CelebA folder: ``n`` random 64x64 JPEGs (stored zip) and an attribute CSV; returns the rows."""
+def random_jpeg(rng: np.random.Generator) -> bytes:
+    """A random 64x64 RGB JPEG (quality 95)."""
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def write_celeba(
+    root,
+    n=40,
+    attrs=ATTRS,
+    seed=0,
+    framings=("aligned", "detector-crop"),
+    extra_csv_rows=(),
+    *,
+    ids=None,
+    values=None,
+    members=None,
+):
+    """A tiny CelebA folder: an attribute CSV and a stored zip; returns the CSV rows.
+
+    Defaults: ``n`` ids ``000001.jpg``..., random 0/1 ``values`` and a random JPEG per id. ``members`` (name -> bytes)
+    replaces the zip's content; ``framings`` cycles over the ids."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    ids = [f"{i + 1:06d}.jpg" for i in range(n)] if ids is None else ids
     rows = []
     with zipfile.ZipFile(root / "images.zip", "w", compression=zipfile.ZIP_STORED) as zf:
-        for i in range(n):
-            name = f"{i + 1:06d}.jpg"
-            buf = io.BytesIO()
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG", quality=95)
-            zf.writestr(name, buf.getvalue())
-            rows.append([name, "synthetic", framings[i % len(framings)], *rng.integers(0, 2, len(attrs)).tolist()])
+        for i, name in enumerate(ids):
+            if members is None:
+                zf.writestr(name, random_jpeg(rng))
+            row = rng.integers(0, 2, len(attrs)).tolist() if values is None else [int(v) for v in values[i]]
+            rows.append([name, "synthetic", framings[i % len(framings)], *row])
+        for name, raw in (members or {}).items():
+            zf.writestr(name, raw)
     with open(root / "attributes.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["image_id", "source", "framing", *attrs])

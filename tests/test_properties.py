@@ -29,6 +29,7 @@ from genunlearn.data.celeba import CelebA64, _read_attributes, is_test_image
 from genunlearn.data.idx import _DTYPES, parse_idx, read_idx, write_idx
 from genunlearn.errors import ConfigError, DataError
 from genunlearn.methods.gradients import cosine, dot, norm, project_out, unit
+from tests.test_celeba import random_jpeg, write_celeba
 
 FAST = settings(
     max_examples=int(os.environ.get("HYP_N", "60")),
@@ -83,30 +84,23 @@ def test_idx_truncated_or_padded_files_are_data_errors(arr, cut, extra):
 # --- the CelebA loader (zip of JPEGs + attribute CSV) ---------------------------------------------------------------
 
 
-def _jpeg(seed: int = 0) -> bytes:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+JPEG = random_jpeg(np.random.default_rng(0))
 
 
-JPEG = _jpeg()
-
-
-def _celeba_folder(root, ids, values, names, framings=None, members=None):
-    """A CelebA folder: ``members`` (name -> bytes; default: the same valid JPEG for every id) and the CSV."""
-    root.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(root / "images.zip", "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, raw in (members or dict.fromkeys(ids, JPEG)).items():
-            zf.writestr(name, raw)
-    with open(root / "attributes.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["image_id", "source", "framing", *names])
-        for k, (i, row) in enumerate(zip(ids, values, strict=True)):
-            w.writerow([i, "synthetic", (framings or ["aligned"] * len(ids))[k], *[int(v) for v in row]])
-    return root
+def _two_images(root):
+    """A CelebA folder of two different JPEGs; returns the folder and the images as the loader reads them."""
+    ids = ["000001.jpg", "000002.jpg"]
+    write_celeba(
+        root,
+        attrs=["A"],
+        ids=ids,
+        values=[[0], [1]],
+        members={ids[0]: JPEG, ids[1]: random_jpeg(np.random.default_rng(1))},
+    )
+    clean = CelebA64(root, split="all", framing="all")
+    originals = [clean.image_uint8(k).clone() for k in range(2)]
+    clean.close()
+    return root, originals
 
 
 _image_ids = st.lists(st.from_regex(r"[0-9a-z_]{1,10}\.jpg", fullmatch=True), min_size=1, max_size=25, unique=True)
@@ -116,7 +110,10 @@ _image_ids = st.lists(st.from_regex(r"[0-9a-z_]{1,10}\.jpg", fullmatch=True), mi
 @given(ids=_image_ids, framed=st.lists(st.booleans(), min_size=25, max_size=25))
 def test_celeba_every_image_is_in_exactly_one_split(tmp_path_factory, ids, framed):
     framings = ["aligned" if f else "detector-crop" for f in framed[: len(ids)]]
-    root = _celeba_folder(tmp_path_factory.mktemp("celeba"), ids, [[0]] * len(ids), ["A"], framings)
+    root = tmp_path_factory.mktemp("celeba")
+    write_celeba(
+        root, attrs=["A"], framings=framings, ids=ids, values=[[0]] * len(ids), members=dict.fromkeys(ids, JPEG)
+    )
     for framing in ("aligned", "detector-crop", "all"):
         chosen = [i for i, f in zip(ids, framings, strict=True) if framing == "all" or f == framing]
         got = {}
@@ -143,9 +140,9 @@ _attribute_table = st.integers(2, 30).flatmap(
 def test_celeba_attribute_split_is_the_exact_partition_of_the_columns(tmp_path_factory, values, how, negate):
     n = len(values)
     ids = [f"{k:06d}.jpg" for k in range(n)]
-    ds = CelebA64(
-        _celeba_folder(tmp_path_factory.mktemp("celeba"), ids, values, ["A", "B", "C"]), split="all", framing="all"
-    )
+    root = tmp_path_factory.mktemp("celeba")
+    write_celeba(root, attrs=["A", "B", "C"], ids=ids, values=values, members=dict.fromkeys(ids, JPEG))
+    ds = CelebA64(root, split="all", framing="all")
     split = ds.forget_split("A")
     assert torch.equal(split.forget, torch.from_numpy(np.flatnonzero(values[:, 0])))
     assert torch.equal(split.retain, torch.from_numpy(np.flatnonzero(values[:, 0] == 0)))
@@ -183,8 +180,8 @@ def test_celeba_attribute_csv_parses_or_is_one_data_error(tmp_path_factory, head
 @given(cut=st.integers(0, len(JPEG) - 1))
 def test_celeba_truncated_images_are_data_errors_naming_them(tmp_path_factory, cut):
     ids = ["000001.jpg", "000002.jpg"]
-    members = {ids[0]: JPEG, ids[1]: JPEG[:cut]}
-    root = _celeba_folder(tmp_path_factory.mktemp("celeba"), ids, [[0], [1]], ["A"], members=members)
+    root = tmp_path_factory.mktemp("celeba")
+    write_celeba(root, attrs=["A"], ids=ids, values=[[0], [1]], members={ids[0]: JPEG, ids[1]: JPEG[:cut]})
     ds = CelebA64(root, split="all", framing="all")
     assert ds[0][0].shape == (3, 64, 64)
     with pytest.raises(DataError, match="000002.jpg") as info:
@@ -197,12 +194,7 @@ def test_celeba_truncated_images_are_data_errors_naming_them(tmp_path_factory, c
 def test_celeba_a_damaged_zip_is_a_data_error_or_reads_the_exact_images(tmp_path_factory, flips):
     """Bytes flipped anywhere in images.zip (disk damage): the zip's structure and CRC-32 catch it, or it missed
     the images. (A JPEG damaged *before* it was zipped can decode into a partly grey image: libjpeg only warns.)"""
-    ids = ["000001.jpg", "000002.jpg"]
-    members = {ids[0]: JPEG, ids[1]: _jpeg(1)}
-    root = _celeba_folder(tmp_path_factory.mktemp("celeba"), ids, [[0], [1]], ["A"], members=members)
-    clean = CelebA64(root, split="all", framing="all")
-    originals = [clean.image_uint8(k).clone() for k in range(2)]
-    clean.close()
+    root, originals = _two_images(tmp_path_factory.mktemp("celeba"))
     raw = bytearray((root / "images.zip").read_bytes())
     for k in flips:
         raw[k % len(raw)] ^= 0xFF
@@ -219,11 +211,7 @@ def test_celeba_a_damaged_zip_is_a_data_error_or_reads_the_exact_images(tmp_path
 def test_celeba_every_damaged_zip_header_byte_is_a_data_error_or_harmless(tmp_path):
     """Each byte of the zip's headers and directory flipped in turn (the hypothesis test above mostly hits image
     data): unsupported 'versions' and compression methods were tracebacks before (NotImplementedError)."""
-    ids = ["000001.jpg", "000002.jpg"]
-    root = _celeba_folder(tmp_path / "c", ids, [[0], [1]], ["A"], members={ids[0]: JPEG, ids[1]: _jpeg(1)})
-    clean = CelebA64(root, split="all", framing="all")
-    originals = [clean.image_uint8(k).clone() for k in range(2)]
-    clean.close()
+    root, originals = _two_images(tmp_path / "c")
     good = (root / "images.zip").read_bytes()
     with zipfile.ZipFile(io.BytesIO(good)) as zf:
         data = set()
