@@ -105,6 +105,8 @@ def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
     code, stdout, err = run([*argv, "--out", str(out)], capsys)
     assert code == 0, err
     assert "replace digit 1 by 7" in stdout and "| UNO |" in stdout and "sampler ddim 2 steps, guidance 1.5" in stdout
+    assert "warning: no independent classifier (--independent-classifier): one classifier's readings\n" in err
+    assert "independent" not in stdout.split("## Audit")[0]
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["sampler"] == "ddim" and results["settings"]["guidance_scale"] == 1.5
     assert {r["method"] for r in results["rows"]} == {"s", "uno"} and results["peak_memory_bytes"] == {}
@@ -128,6 +130,104 @@ def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
     assert "| embedding search |" in section and "Embedding search: the same for 22 starts" in section
     assert "| original | 100.0% | 100.0% | 54.5% | n/a |" in section and "| UNO | 20.5% | 100.0% | 13.6% |" in section
     assert "| Gradient surgery (S) | 0.0% | 90.6% | 18.2% |" in section and (out / "table.md").read_text() == stdout3
+
+
+def _constant_classifier(path, label, metadata=None):
+    """An MNIST classifier file that calls every input ``label`` (fc2 reads nothing but its bias)."""
+    from genunlearn.checkpoints import save_weights
+    from genunlearn.models import MNISTClassifier
+
+    clf = MNISTClassifier()
+    with torch.no_grad():
+        clf.fc2.weight.zero_()
+        clf.fc2.bias.zero_()
+        clf.fc2.bias[label] = 10.0
+    return save_weights(clf, path, metadata=metadata)
+
+
+def test_monitor_and_class_accuracy_read_the_same_samples_with_a_second_classifier(tiny_dit):
+    """measure_with / class_accuracies generate once and let every classifier read those very samples: the
+    session's own classifier as the 'other' gives back its own reading exactly, a constant one reads its label."""
+    from genunlearn.models import MNISTClassifier
+
+    s = _session(tiny_dit)
+    model, mon = s.fresh_model(), s.monitor(0)
+    calls = []
+    generate = mon.generate
+    mon.generate = lambda m, z: calls.append(len(z)) or generate(m, z)
+    always7 = MNISTClassifier()
+    with torch.no_grad():
+        always7.fc2.weight.zero_()
+        always7.fc2.bias.copy_(torch.nn.functional.one_hot(torch.tensor(7), 10).float())
+    own, again, seven = mon.measure_with(model, [s.classifier, always7])
+    assert calls == [16]  # one generation for the three readings
+    assert again == own and own == mon.measure(model)
+    assert seven.class_counts[7] == 16 and seven.fraction == 0.0 and seven.collateral is None
+    acc, acc_again, acc7 = s.class_accuracies(model, 3, others=[s.classifier, always7])
+    assert acc == acc_again == s.class_accuracy(model, 3)
+    assert acc7["accuracy"]["7"] == 1.0 and all(acc7["accuracy"][str(c)] == 0.0 for c in range(10) if c != 7)
+
+
+def test_independent_classifier_bn1_follows_its_file_and_defaults_to_applied(tmp_path):
+    """bn1: as given, else as the file records, else applied (a file that records nothing: the UNO authors')."""
+    from genunlearn.experiments.dit_bench import DiTBenchSettings, resolve_independent
+
+    plain = _constant_classifier(tmp_path / "plain.safetensors", 7)
+    no_bn = _constant_classifier(tmp_path / "nobn.safetensors", 7, {"build_options": {"use_bn": False}})
+    s = resolve_independent(DiTBenchSettings(independent_classifier=str(plain)))
+    assert s.independent_classifier_bn is True and len(s.independent_classifier_sha256) == 64
+    assert resolve_independent(DiTBenchSettings(independent_classifier=str(no_bn))).independent_classifier_bn is False
+    given = DiTBenchSettings(independent_classifier=str(plain), independent_classifier_bn=False)
+    assert resolve_independent(given).independent_classifier_bn is False
+    assert resolve_independent(DiTBenchSettings()) == DiTBenchSettings()
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_independent(DiTBenchSettings(independent_classifier=str(tmp_path / "missing.safetensors")))
+    with pytest.raises(ConfigError, match="--independent-classifier"):
+        resolve_independent(DiTBenchSettings(independent_classifier_bn=True))
+
+
+def test_dit_bench_with_an_independent_classifier(tiny_dit, tmp_path, capsys):
+    """--independent-classifier re-reads the final samples of the original and of each run: a "classifier" that
+    always says 7 reads 100% target and 0% forget class where the bundled one reads otherwise; the table gets
+    its columns; a resume with another classifier file, or without one, is refused; the same file elsewhere
+    resumes."""
+    always7 = _constant_classifier(tmp_path / "always7.safetensors", 7)
+    out = tmp_path / "bench"
+    argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s", "--steps", "2"]
+    argv += ["--monitor-samples", "8", "--class-samples", "2", "--fid-samples", "0", "--sampler-steps", "2"]
+    argv += ["--out", str(out)]
+    code, stdout, err = run([*argv, "--independent-classifier", str(always7)], capsys)
+    assert code == 0, err
+    assert "no independent classifier" not in err
+    assert "| 1 -> 1 after, independent | 1 -> 7 after, independent | accuracy, other classes, independent |" in stdout
+    assert f"Independent classifier `{always7}`" in stdout and "bn1 applied" in stdout
+    results = json.loads((out / "results.json").read_text())
+    settings, original, (row,) = results["settings"], results["original"], results["rows"]
+    assert settings["independent_classifier"] == str(always7) and settings["independent_classifier_bn"] is True
+    assert settings["independent_classifier_sha256"] == results["independent_classifier"]["sha256"]
+    assert (original["forget_fraction_independent"], original["target_share_independent"]) == (0.0, 1.0)
+    assert original["accuracy_other_classes_independent"] == 0.0 and original["target_share"] < 1.0
+    record = json.loads((out / "runs" / "s" / "seed0.json").read_text())
+    inputs = record["provenance"]["inputs"]
+    assert inputs["independent_classifier"]["sha256"] == settings["independent_classifier_sha256"]
+    assert (record["forget_fraction_final_independent"], record["target_share_final_independent"]) == (0.0, 1.0)
+    assert record["accuracy_other_classes_final_independent"] == 0.0
+    assert record["class_counts_final_independent"][7] == 8
+    assert record["target_share_final"] < 1.0  # the bundled classifier, same samples, reads otherwise
+    for key in ("forget_fraction_final", "target_share_final", "accuracy_other_classes_final"):
+        mean, std = row[f"{key}_independent"]
+        assert 0.0 <= mean <= 1.0 and std == 0.0
+    assert "| 0.000 (0.000) | 1.000 (0.000) | 0.000 (0.000) | — |" in stdout  # the independent columns, then FID
+    # another classifier file (always 1), or none, is refused before any work; the same file elsewhere resumes
+    always1 = _constant_classifier(tmp_path / "always1.safetensors", 1)
+    code, _, err = run([*argv, "--independent-classifier", str(always1)], capsys)
+    assert code == 2 and "independent_classifier_sha256" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "independent_classifier_sha256" in err and len(err.strip().splitlines()) == 1
+    moved = shutil.copy(always7, tmp_path / "elsewhere.safetensors")
+    code, stdout2, err = run([*argv, "--independent-classifier", str(moved)], capsys)
+    assert code == 0, err
+    assert stdout2.split("| method |")[1] == stdout.split("| method |")[1]
 
 
 def test_peak_live_tensor_bytes_counts_what_a_step_allocates():

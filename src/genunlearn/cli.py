@@ -972,6 +972,17 @@ def _lora_bench_options(func):
     help="Stop each run at the first monitor reading below the threshold (measures the model there).",
 )
 @_lora_bench_options
+@click.option(
+    "--independent-classifier",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A second MNIST classifier re-reading the same final samples (e.g. the UNO authors'); default: none.",
+)
+@click.option(
+    "--independent-classifier-bn/--no-independent-classifier-bn",
+    default=None,
+    help="Its bn1 (default: as its file records; applied when the file does not say, as for the UNO authors').",
+)
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
 @click.option(
     "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."
@@ -1000,6 +1011,8 @@ def bench_mnist_dit(
     early_stop,
     lora_rank,
     lora_targets,
+    independent_classifier,
+    independent_classifier_bn,
     quick,
     no_memory,
     device,
@@ -1030,6 +1043,8 @@ def bench_mnist_dit(
         "preserve_target": preserve_target,
         "lora_rank": lora_rank,
         "lora_targets": _parse_str_list(lora_targets),
+        "independent_classifier": independent_classifier,
+        "independent_classifier_bn": independent_classifier_bn,
     }
     settings = replace(settings, **{k: v for k, v in given.items() if v is not None})
     if no_memory:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -103,30 +104,49 @@ class ForgetMonitor:
     @torch.no_grad()
     def predict(self, model: nn.Module) -> torch.Tensor:
         """Predicted class of the sample generated from each latent."""
+        return self.predict_with(model, [self.classifier])[0]
+
+    @torch.no_grad()
+    def predict_with(self, model: nn.Module, classifiers: Sequence[nn.Module]) -> list[torch.Tensor]:
+        """Predicted class of each latent's sample under each of ``classifiers``: the samples are generated once
+        and every classifier reads the very same ones."""
         buffers = {k: v.clone() for k, v in model.named_buffers()}
-        with preserved_modes(model), preserved_modes(self.classifier):
+        with ExitStack() as stack:
+            stack.enter_context(preserved_modes(model))
+            for clf in classifiers:
+                stack.enter_context(preserved_modes(clf))
             model.train(self.mode == "train")
-            self.classifier.eval()
+            for clf in classifiers:
+                clf.eval()
             try:
                 step = len(self.latents) if self.mode == "train" else self.batch_size
-                preds = [
-                    self.classifier(self.generate(model, self.latents[i : i + step])).argmax(1)
-                    for i in range(0, len(self.latents), step)
-                ]
+                preds: list[list[torch.Tensor]] = [[] for _ in classifiers]
+                for i in range(0, len(self.latents), step):
+                    samples = self.generate(model, self.latents[i : i + step])
+                    for out, clf in zip(preds, classifiers, strict=True):
+                        out.append(clf(samples).argmax(1))
             finally:
                 for k, v in model.named_buffers():
                     v.copy_(buffers[k])
-        return torch.cat(preds)
+        return [torch.cat(p) for p in preds]
 
     def measure(self, model: nn.Module) -> MonitorReading:
         """Generate, classify and count."""
-        pred = self.predict(model).cpu()
+        return self.measure_with(model, [])[0]
+
+    def measure_with(self, model: nn.Module, others: Sequence[nn.Module]) -> list[MonitorReading]:
+        """:meth:`measure`, followed by the readings of ``others`` (e.g. an independent classifier) on the very same
+        samples (those carry no collateral change: the reference is the monitor's classifier's)."""
+        preds = [p.cpu() for p in self.predict_with(model, [self.classifier, *others])]
+        return [self._reading(p, collateral=i == 0) for i, p in enumerate(preds)]
+
+    def _reading(self, pred: torch.Tensor, collateral: bool) -> MonitorReading:
         counts = torch.bincount(pred, minlength=self.num_classes)
         k = int(counts[list(self.forget_classes)].sum())
         n = int(pred.numel())
         lo, hi = wilson_interval(k, n)
         extra: dict[str, float | int | None] = {}
-        if self.reference is not None:
+        if collateral and self.reference is not None:
             metric = CollateralChange(self.num_classes, list(self.forget_classes))
             metric.update(self.reference, pred)
             c = metric.compute()

@@ -9,6 +9,9 @@ with every applicable method of the engine, over seeds, and measures what a user
   ``monitor_every`` updates, Wilson intervals), and what share of them now look like the target;
 - whether the *other* classes still generate themselves: per-class accuracy before and after from identical
   noises (the collateral damage), and FID (classifier features) of the kept classes' samples;
+- with ``--independent-classifier``, a second MNIST classifier's reading of the very same final samples (the
+  forget label's share still its own class and the target's share, the other labels' accuracy), for the original
+  and every run: a forgetting claim holds only where both classifiers show it;
 - time per step (compute only) and, once per method, the peak memory of live tensors in one step.
 
 Outputs in ``--out``: ``table.md``/``table.csv``, ``results.json`` (aggregates, per-class accuracies, provenance),
@@ -41,7 +44,7 @@ from genunlearn.loop import UnlearnConfig
 from genunlearn.lora import AdapterConfig, adapt, merged
 from genunlearn.methods import METHODS, StepContext
 from genunlearn.objectives import ObjectiveConfig
-from genunlearn.provenance import record_start, run_record, summarise_provenance
+from genunlearn.provenance import file_fingerprint, record_start, run_record, summarise_provenance
 
 #: The methods of the DiT bench: the paper's three, genunlearn's approximate UNO, the ascent baselines, and plain
 #: replacement fine-tuning (descent on L^R of eq. 4 alone: what orthogonalisation must beat).
@@ -85,6 +88,12 @@ class DiTBenchSettings:
         lora_rank: train a LoRA adapter of this rank (peft; base frozen; measured and saved merged) instead of the
             model's own weights; 0: full fine-tuning (the paper's).
         lora_targets: the layers the adapter adapts (:class:`~genunlearn.lora.AdapterConfig`'s ``target_modules``).
+        independent_classifier: weights of a second MNIST classifier that re-reads the final samples (``None``: the
+            bundled classifier's readings only); a resume with another file (sha256) is refused, not its path.
+        independent_classifier_sha256: that file's sha256 (filled in by the bench; a given one must match).
+        independent_classifier_bn: whether it applies ``bn1``; ``None``: as the file records, and applied when the
+            file does not say (the UNO authors' classifier: their own forward skips it and is poorly calibrated,
+            docs/audit.md). The bench records the resolved value.
     """
 
     seeds: int = 3
@@ -110,6 +119,9 @@ class DiTBenchSettings:
     early_stop: bool = False
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ("all",)
+    independent_classifier: str | None = None
+    independent_classifier_sha256: str | None = None
+    independent_classifier_bn: bool | None = None
 
     @classmethod
     def quick(cls) -> DiTBenchSettings:
@@ -168,8 +180,73 @@ def _adapter(s: DiTBenchSettings) -> AdapterConfig | None:
     return AdapterConfig(kind="lora", rank=s.lora_rank, target_modules=tuple(s.lora_targets)).validate()
 
 
-def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int) -> tuple[dict[str, Any], Any]:
-    """One (method, seed): the JSON-able record and the model (with a LoRA adapter: merged into its weights)."""
+def resolve_independent(s: DiTBenchSettings) -> DiTBenchSettings:
+    """``s`` with its independent classifier's sha256 and ``bn1`` use filled in (unchanged without one)."""
+    from genunlearn.checkpoints import file_format, read_metadata
+
+    path = s.independent_classifier
+    if path is None:
+        if s.independent_classifier_sha256 is not None or s.independent_classifier_bn is not None:
+            raise ConfigError("an independent classifier's sha256 or bn1 use needs --independent-classifier")
+        return s
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: independent classifier not found")
+    sha = (file_fingerprint(path) or {})["sha256"]
+    if s.independent_classifier_sha256 not in (None, sha):
+        raise ConfigError(f"{path}: sha256 {sha}, the settings ask for {s.independent_classifier_sha256}")
+    use_bn = s.independent_classifier_bn
+    if use_bn is None:
+        meta = read_metadata(path) if file_format(path) == "safetensors" else {}
+        recorded = (meta.get("build_options") or {}).get("use_bn")
+        use_bn = True if recorded is None else bool(recorded)  # not recorded: the UNO authors' (docs/audit.md)
+    return replace(s, independent_classifier_sha256=sha, independent_classifier_bn=use_bn)
+
+
+def load_independent(session: UnlearnSession, s: DiTBenchSettings) -> Any | None:
+    """The independent classifier of resolved settings ``s`` (weights only, no pickles), or ``None``."""
+    from genunlearn.experiments.audit import _independent
+
+    if s.independent_classifier is None:
+        return None
+    return _independent(session, s.independent_classifier, s.independent_classifier_bn, allow_pickle=False)
+
+
+def _inputs(session: UnlearnSession, s: DiTBenchSettings) -> dict[str, Any] | None:
+    """The weight files a record depends on (the bundle's, and the independent classifier)."""
+    inputs = session.bundle.info.get("inputs")
+    if s.independent_classifier is None:
+        return inputs
+    return {**(inputs or {}), "independent_classifier": s.independent_classifier}
+
+
+def independent_reading(
+    reading: Any, accuracy: dict[str, Any], s: DiTBenchSettings, kept: list[str], final: bool
+) -> dict[str, Any]:
+    """The independent classifier's fields of a run's record (``final``: ``forget_fraction_final_independent``
+    ...) or of the original (``forget_fraction_independent`` ...): the forget label's share still called the
+    forget class (with its Wilson interval), the target's share, the class counts, the per-class accuracy and the
+    other labels' mean accuracy, named like the session classifier's with ``_independent`` appended."""
+
+    def name(base: str, tail: str = "") -> str:
+        return f"{base}{'_final' if final else ''}{tail}_independent"
+
+    return {
+        name("forget_fraction"): reading.fraction,
+        name("forget_fraction", "_ci"): [reading.ci_low, reading.ci_high],
+        name("target_share"): reading.class_counts[s.target] / reading.n,
+        name("class_counts"): list(reading.class_counts),
+        name("class_accuracy"): accuracy,
+        name("accuracy_other_classes"): statistics.fmean(accuracy["accuracy"][c] for c in kept),
+    }
+
+
+def run_one(
+    session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int, independent: Any | None = None
+) -> tuple[dict[str, Any], Any]:
+    """One (method, seed): the JSON-able record and the model (with a LoRA adapter: merged into its weights).
+
+    ``independent``: a second classifier (:func:`load_independent`) re-reading the final samples (after the timed
+    run, from the very same samples the session's classifier reads)."""
     cfg = _config(method, s, seed)
     objective = _objective(s)
     monitor = session.monitor(seed)
@@ -178,7 +255,10 @@ def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int
     log = result.log
     ff = [row.get("forget_fraction", math.nan) for row in log]
     times = [row["compute_time_s"] for row in log]
-    final = monitor.measure(model)
+    others = [] if independent is None else [independent]
+    final, *final_ind = monitor.measure_with(model, others)
+    accuracy, *accuracy_ind = session.class_accuracies(model, s.class_samples, seed=0, others=others)
+    kept = [str(c) for c in session.kept_classes if c != s.target]
     monitored = [v for v in ff if not math.isnan(v)]
     every = s.monitor_every
 
@@ -205,13 +285,15 @@ def run_one(session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int
         "forget_fraction_final_ci": [final.ci_low, final.ci_high],
         "target_share_final": final.class_counts[s.target] / final.n,
         "class_counts_final": list(final.class_counts),
-        "class_accuracy_final": session.class_accuracy(model, s.class_samples, seed=0),
+        "class_accuracy_final": accuracy,
         "fid_kept_final": session.fid(model, s.fid_samples, seed)["fid_retain"] if s.fid_samples else None,
         "curve": {"forget_fraction": ff, "compute_time_s": times},
         "config": asdict(cfg),
         "objective": asdict(objective),
-        "provenance": run_record({"method": method, "settings": asdict(s)}, inputs=session.bundle.info.get("inputs")),
+        "provenance": run_record({"method": method, "settings": asdict(s)}, inputs=_inputs(session, s)),
     }
+    if independent is not None:
+        record.update(independent_reading(final_ind[0], accuracy_ind[0], s, kept, final=True))
     return record, model
 
 
@@ -244,8 +326,9 @@ def step_memory(session: UnlearnSession, method: str, s: DiTBenchSettings) -> in
     return peak_live_tensor_bytes(step, session.device)
 
 
-#: Settings a resumed record may differ in: they do not change a (method, seed) record's numbers.
-RESUME_FREE = ("seeds", "measure_memory")
+#: Settings a resumed record may differ in: they do not change a (method, seed) record's numbers (the independent
+#: classifier's path neither: its sha256 and bn1 use are checked).
+RESUME_FREE = ("seeds", "measure_memory", "independent_classifier")
 
 
 def check_resumed(record: dict[str, Any], s: DiTBenchSettings, path: Path) -> None:
@@ -274,6 +357,12 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], memory: 
         kept = [str(c) for c in original["kept_classes"] if c != original["target"]]
         acc_other = [statistics.fmean(r["class_accuracy_final"]["accuracy"][c] for c in kept) for r in recs]
         acc_target = [r["class_accuracy_final"]["accuracy"][str(original["target"])] for r in recs]
+        independent = {}
+        if any(r.get("forget_fraction_final_independent") is not None for r in recs):
+            independent = {
+                f"{key}_independent": _ms([r.get(f"{key}_independent") for r in recs])
+                for key in ("forget_fraction_final", "target_share_final", "accuracy_other_classes_final")
+            }
         rows.append(
             {
                 "method": method,
@@ -287,6 +376,7 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], memory: 
                 "target_share_final": _ms([r["target_share_final"] for r in recs]),
                 "accuracy_other_classes": _ms(acc_other),
                 "accuracy_target": _ms(acc_target),
+                **independent,
                 "fid_kept": _ms([r["fid_kept_final"] for r in recs]),
                 "time_per_step_s": _ms([r["time_per_step_s"] for r in recs]),
                 "peak_memory_mib": memory.get(method, 0) / 2**20 if memory.get(method) else None,
@@ -300,9 +390,16 @@ def render_table(
     rows: list[dict], original: dict[str, Any], s: DiTBenchSettings, title: str, audit: dict[str, Any] | None = None
 ) -> str:
     """Markdown: one row per method (mean (std) over seeds), and the audit of the seed-0 models when ``OUT/audit``
-    holds one (``genunlearn audit`` on ``runs/<method>/seed0.safetensors``)."""
+    holds one (``genunlearn audit`` on ``runs/<method>/seed0.safetensors``). With an independent classifier
+    (``s.independent_classifier``) its readings of the same samples join as three more columns."""
     f, t = original["forget"], original["target"]
     lo, hi = original["forget_fraction_ci"]
+    indep = s.independent_classifier is not None
+    ind_head = (
+        f"| {f} -> {f} after, independent | {f} -> {t} after, independent | accuracy, other classes, independent "
+        if indep
+        else ""
+    )
     out = [
         f"# {title}",
         "",
@@ -318,25 +415,48 @@ def render_table(
         f"{s.monitor_every} updates; sampler {s.sampler} {s.sampler_steps} steps, guidance {s.guidance_scale:g}. "
         "Mean (std) over seeds; updates and time over the seeds that reached the threshold. Held: below the "
         "threshold for the next 20 updates after first reaching it. Memory: live tensors of one step (profiler), "
-        "one measurement.",
+        "one measurement."
+        f"{_independent_note(original, s) if indep else ''}",
         "",
         f"| method | updates to < {s.threshold:g} | time to unlearn (s) | reached · held | {f} -> {f} after "
-        f"| {f} -> {t} after | accuracy, other classes | accuracy, class {t} | FID kept classes "
+        f"| {f} -> {t} after | accuracy, other classes | accuracy, class {t} {ind_head}| FID kept classes "
         "| time per step (ms) | peak memory (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if indep else ""),
     ]
     for r in rows:
         mem = "—" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.1f}"
+        ind = ""
+        if indep:
+            keys = ("forget_fraction_final", "target_share_final", "accuracy_other_classes_final")
+            ind = "".join(f"| {_f(r.get(f'{k}_independent') or (None, None))} " for k in keys)
         out.append(
             f"| {r['label']} | {_f(r['updates_to_unlearn'], '.1f')} | {_f(r['time_to_unlearn_s'], '.2f')} "
             f"| {r['reached']}/{r['seeds']} · {r['held']}/{r['seeds']} | {_f(r['forget_fraction_final'])} "
             f"| {_f(r['target_share_final'])} | {_f(r['accuracy_other_classes'])} | {_f(r['accuracy_target'])} "
-            f"| {_f(r['fid_kept'], '.2f')} | {_f(r['time_per_step_s'], '.0f', 1e3)} | {mem} |"
+            f"{ind}| {_f(r['fid_kept'], '.2f')} | {_f(r['time_per_step_s'], '.0f', 1e3)} | {mem} |"
         )
     if audit is not None:
         entries = [{"entry": r["method"], "label": r["label"], "fidelity": True} for r in rows]
         out += ["", *render_audit_section(audit, entries)]
     return "\n".join(out).rstrip("\n")
+
+
+def _independent_note(original: dict[str, Any], s: DiTBenchSettings) -> str:
+    f, t = original["forget"], original["target"]
+    sha = s.independent_classifier_sha256 or ""
+    bn = {True: "bn1 applied", False: "bn1 skipped"}.get(s.independent_classifier_bn, "bn1 as recorded")
+    head = (
+        f" Independent classifier `{s.independent_classifier}` (sha256 {sha[:12]}, {bn}) re-reads the very same "
+        "final samples (the three independent columns): a forgetting claim holds only where both classifiers show it"
+    )
+    if original.get("forget_fraction_independent") is None:
+        return head + "."
+    lo, hi = original["forget_fraction_ci_independent"]
+    return (
+        f"{head}; on the original model it reads label {f} as {f}: {original['forget_fraction_independent']:.3f} "
+        f"(95% CI {lo:.3f}-{hi:.3f}), as {t}: {original['target_share_independent']:.3f}, other classes' accuracy "
+        f"{original['accuracy_other_classes_independent']:.3f}."
+    )
 
 
 def _stop_note(s: DiTBenchSettings) -> str:
@@ -400,7 +520,10 @@ def run_dit_bench(
     title: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run (or resume) the DiT bench and write tables, JSON, per-seed records and figures into ``out``."""
+    """Run (or resume) the DiT bench and write tables, JSON, per-seed records and figures into ``out``.
+
+    ``settings.independent_classifier``: a second MNIST classifier re-reads the final samples of the original and
+    of every run (:func:`resolve_independent` fills in its sha256 and ``bn1`` use); without one, a warning."""
     from genunlearn.experiments import dit_figures
 
     chosen = methods or list(DIT_METHODS)
@@ -411,18 +534,24 @@ def run_dit_bench(
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
-    s = settings
+    s = resolve_independent(settings)
     title = title or f"MNIST DiT: replace digit {s.forget} by {s.target}"
     for method in chosen:  # before any work: a resume with other settings is refused, not mixed in
         for seed in range(s.seeds):
             path = out / "runs" / method / f"seed{seed}.json"
             if path.is_file():
                 check_resumed(read_seed_record(path), s, path)
+    if s.independent_classifier is None:
+        import click
+
+        click.echo("warning: no independent classifier (--independent-classifier): one classifier's readings", err=True)
     session = make_session(s, checkpoint, device)
+    independent = load_independent(session, s)
+    others = [] if independent is None else [independent]
     original_model = session.fresh_model()
     mon0 = session.monitor(0)
-    reading = mon0.measure(original_model)
-    acc0 = session.class_accuracy(original_model, s.class_samples, seed=0)
+    reading, *reading_ind = mon0.measure_with(original_model, others)
+    acc0, *acc0_ind = session.class_accuracies(original_model, s.class_samples, seed=0, others=others)
     kept = [str(c) for c in session.kept_classes if c != s.target]
     original = {
         "forget": s.forget,
@@ -438,6 +567,8 @@ def run_dit_bench(
         "accuracy_target": acc0["accuracy"][str(s.target)],
         "fid_kept": session.fid(original_model, s.fid_samples, 0)["fid_retain"] if s.fid_samples else None,
     }
+    if independent is not None:
+        original.update(independent_reading(reading_ind[0], acc0_ind[0], s, kept, final=False))
     memory = {m: step_memory(session, m, s) for m in chosen} if s.measure_memory else {}
     records: dict[str, list[dict]] = {}
     models_seed0: dict[str, Any] = {}
@@ -448,7 +579,7 @@ def run_dit_bench(
         if path.is_file():
             rec = read_seed_record(path)
         else:
-            rec, model = run_one(session, method, s, seed)
+            rec, model = run_one(session, method, s, seed, independent)
             write_seed_record(path, rec, {"forget_fraction": s.monitor_samples})
             if seed == 0:
                 save_weights(model, path.with_suffix(".safetensors"))
@@ -466,13 +597,14 @@ def run_dit_bench(
                 "title": title,
                 "settings": asdict(s),
                 "checkpoint": checkpoint,
+                "independent_classifier": file_fingerprint(s.independent_classifier),
                 "original": original,
                 "peak_memory_bytes": memory,
                 "rows": rows,
                 "wall_time_this_session_s": time.perf_counter() - t0,
                 "provenance": run_record(
                     {"title": title, "methods": chosen, "settings": asdict(s), "checkpoint": checkpoint},
-                    inputs=session.bundle.info.get("inputs"),
+                    inputs=_inputs(session, s),
                 ),
                 "run_provenance": summarise_provenance([r.get("provenance") for rs in records.values() for r in rs]),
             }

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -358,20 +360,34 @@ class UnlearnSession:
 
         Returns ``{"accuracy": {label: share classified as that label}, "counts": {label: [count per class]}}``.
         """
+        return self.class_accuracies(model, n_per_class, seed)[0]
+
+    @torch.no_grad()
+    def class_accuracies(
+        self, model: nn.Module, n_per_class: int, seed: int = 0, others: Sequence[nn.Module] = ()
+    ) -> list[dict[str, Any]]:
+        """:meth:`class_accuracy` by the session's classifier, then by each of ``others`` (e.g. an independent
+        classifier) on the very same samples (generated once)."""
         sampler = self.bundle.sampler
         if sampler is None or self.classifier is None or not self.conditional_sampler:
             raise ConfigError("per-class accuracy needs a class-conditional model with a classifier")
-        accuracy, counts = {}, {}
-        with eval_mode(model):
+        classifiers = [self.classifier, *others]
+        results: list[dict[str, Any]] = [
+            {"accuracy": {}, "counts": {}, "n_per_class": n_per_class} for _ in classifiers
+        ]
+        with eval_mode(model), ExitStack() as stack:
+            for clf in others:
+                stack.enter_context(eval_mode(clf))
             for c in sorted(set(self.data.labels.tolist())):
                 g = torch.Generator().manual_seed(30_000 + 97 * seed + c)
                 z = sampler.draw(n_per_class, g).to(self.device)
                 labels = torch.full((n_per_class,), c, dtype=torch.long, device=self.device)
-                pred = self.classifier(sampler.generate(model, z, labels=labels)).argmax(1).cpu()  # type: ignore[call-arg]
-                cnt = torch.bincount(pred, minlength=self.bundle.num_classes)
-                accuracy[str(c)] = float(cnt[c]) / n_per_class
-                counts[str(c)] = [int(v) for v in cnt]
-        return {"accuracy": accuracy, "counts": counts, "n_per_class": n_per_class}
+                samples = sampler.generate(model, z, labels=labels)  # type: ignore[call-arg]
+                for out, clf in zip(results, classifiers, strict=True):
+                    cnt = torch.bincount(clf(samples).argmax(1).cpu(), minlength=self.bundle.num_classes)
+                    out["accuracy"][str(c)] = float(cnt[c]) / n_per_class
+                    out["counts"][str(c)] = [int(v) for v in cnt]
+        return results
 
     def fid(
         self, model: nn.Module, n: int, seed: int = 0, keys: tuple[str, ...] = ("fid", "fid_retain")
