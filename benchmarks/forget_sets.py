@@ -11,6 +11,8 @@ Writes into ``--out``:
 - ``forget-sets/random-{10,100,1000}.txt``: nested random sets (seeded 80,000);
 - ``forget-sets/memorised-{10,100,1000}.txt``: the most memorised images (highest score among images with at
   least one IN and one OUT shadow);
+- ``forget-sets/all.txt``: the union of the sets (the sets are nested, so this is random-1000 with memorised-1000):
+  a model retrained without it has seen none of the forget images of any set;
 - ``memorisation.json``: the score distribution and that of a null (each shadow's IN/OUT assignment replaced by
   another random half: model-to-model noise only), every image's score (rounded), the sets' scores and labels,
   and the run's provenance;
@@ -78,6 +80,8 @@ def main() -> None:
         sets[f"memorised-{size}"] = sorted(ranked[:size].tolist())
     for name, ids in sets.items():
         (out / "forget-sets" / f"{name}.txt").write_text("\n".join(map(str, ids)) + "\n")
+    union = sorted({i for ids in sets.values() for i in ids})
+    (out / "forget-sets" / "all.txt").write_text("\n".join(map(str, union)) + "\n")
     levels = torch.tensor([0.01, 0.1, 0.5, 0.9, 0.99, 0.999], dtype=torch.float64)
     q = torch.quantile(mem[valid], levels)
     q_null = torch.quantile(null[~torch.isnan(null)], levels)

@@ -177,3 +177,56 @@ def test_sample_unlearning_bench_audits_original_unlearned_and_shadow_attacks(tm
     assert (out / "table.md").read_text().count("\n| ") == 4  # header, original, two methods
     code, _, err = run([*argv[:-2], "--methods", "h", "--out", str(out)], capsys)
     assert code == 2 and "do not apply to sample unlearning" in err
+
+
+def test_sample_overview_orders_sets_averages_retrained_and_marks_damaged_models(tmp_path):
+    """The overview over forget sets: sets ordered by kind then size, the retrained cell is the mean of the
+    retrained models, a model whose retained FID exceeds 1.5x the original's is marked (and diverged seeds), other
+    folders ignored."""
+    from genunlearn.errors import ConfigError
+    from genunlearn.experiments.samples import collect, overview_figure, render_overview
+
+    def row(entry, gap, auc, fid, family="", label=None):
+        return {"entry": entry, "label": label or entry, "family": family, "elbo_gap": [gap, 0.0],
+                "lira_auc": [auc, 0.0], "loss_threshold_auc": [auc, 0.0], "fid_retain": [fid, 0.0]}  # fmt: skip
+
+    def write(name, size, retrained_gaps):
+        refs = [row("original", 10.0, 0.60, 10.0)]
+        refs += [row(f"retrained-{i}", g, 0.50 + i / 100, 10.0) for i, g in enumerate(retrained_gaps)]
+        data = {
+            "kind": "samples", "forget_set_size": size, "references": refs,
+            "settings": {"test_candidates": 100, "seeds": 2, "steps": 5},
+            "rows": [row("rep", 4.0, 0.55, 12.0, "genunlearn", "REP: latent replacement"),
+                     row("a", -30.0, 0.30, 16.0, "paper", "Gradient ascent (A)")],
+        }  # fmt: skip
+        data["rows"][1]["diverged"] = 1
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(data))
+
+    with pytest.raises(ConfigError, match="no sample-level results"):
+        collect(tmp_path)
+    write("random-100", 100, [1.0, 2.0])
+    write("random-10", 10, [0.0])
+    write("memorised-10", 10, [3.0])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text(json.dumps({"kind": "compare"}))
+    found = collect(tmp_path)
+    assert [n for n, _ in found] == ["memorised-10", "random-10", "random-100"]
+    lines = render_overview(found).splitlines()
+    assert lines[2] == "| model | memorised-10 (10) | random-10 (10) | random-100 (100) |"
+    cells = {ln.split(" | ")[0].strip("| "): ln.split(" | ")[1:] for ln in lines[4:]}
+    assert cells["retrained without them"][2].startswith("1.5 · 0.505")  # mean of the two retrained models
+    assert cells["REP"][0] == "4.0 · 0.550"  # FID 12 <= 1.5 x 10: not marked
+    assert cells["Gradient ascent (A)"][0] == "-30.0 · 0.300 ✗ ⚠1"  # FID 16 > 15: damaged; one seed diverged
+    overview_figure(tmp_path / "figures" / "overview.png", found)
+    assert (tmp_path / "figures" / "overview.png").stat().st_size > 10_000
+
+
+def test_mean_std_leaves_out_non_finite_values_of_diverged_runs():
+    """A diverged run's NaN or infinity (e.g. the negative ELBO of a model that overflows) is left out of the mean
+    and standard deviation instead of crashing the aggregate (statistics.stdev raises on infinity)."""
+    from genunlearn.experiments.compare import _mean_std
+
+    assert _mean_std([1.0, float("inf"), float("nan"), 3.0, None]) == [2.0, 2**0.5]
+    assert _mean_std([float("-inf"), None]) == [None, None]
+    assert _mean_std([4.0]) == [4.0, 0.0]

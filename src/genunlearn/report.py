@@ -929,6 +929,15 @@ def _gen_samples(root: Path, args: list[str]) -> str:
     return body + f"\nData: `{path}`.\n"
 
 
+@generator("samples-overview", "SAMPLES_ROOT")
+def _gen_samples_overview(root: Path, args: list[str]) -> str:
+    """The sample-level results over forget sets (``SAMPLES_ROOT/<set>/results.json``) in one table."""
+    from genunlearn.experiments.samples import collect, render_overview
+
+    path = _args(args, 1, "samples-overview")[0]
+    return render_overview(collect(root / path)) + f"\nData: `{path}/<set>/results.json`.\n"
+
+
 @generator("i2i", "I2I_RESULTS_JSON")
 def _gen_i2i(root: Path, args: list[str]) -> str:
     """The I2I bench's summary table per task (genunlearn bench i2i)."""

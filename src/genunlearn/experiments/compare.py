@@ -248,7 +248,9 @@ def run_entry(
 
 
 def _mean_std(values: list[Any]) -> list[float | None]:
-    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    """Mean and standard deviation of the finite values (a diverged run's NaN or infinity is left out: the tables
+    count diverged seeds separately)."""
+    v = [x for x in values if x is not None and not (isinstance(x, float) and not math.isfinite(x))]
     if not v:
         return [None, None]
     return [statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0]

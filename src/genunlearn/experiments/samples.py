@@ -303,10 +303,15 @@ def run_samples(
     return result
 
 
+def _num(v: float, spec: str) -> str:
+    """``v`` in ``spec``; magnitudes of a million or more (a diverged run) in two significant digits."""
+    return f"{v:.2g}" if abs(v) >= 1e6 else f"{v:{spec}}"
+
+
 def _f(ms: Any, spec: str = ".2f") -> str:
     if ms is None or ms[0] is None:
         return "—"
-    return f"{ms[0]:{spec}}" + (f" ({ms[1]:{spec}})" if ms[1] else "")
+    return _num(ms[0], spec) + (f" ({_num(ms[1], spec)})" if ms[1] else "")
 
 
 def render_samples(result: dict[str, Any]) -> str:
@@ -350,3 +355,124 @@ def _csv(result: dict[str, Any]) -> list[dict[str, Any]]:
                 d[k] = v
         flat.append(d)
     return flat
+
+
+def collect(root: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """The sample-level results under ``root`` (``root/<set>/results.json``), by kind of set then size."""
+    found = []
+    for path in sorted(Path(root).glob("*/results.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and data.get("kind") == "samples":
+            found.append((path.parent.name, data))
+    if not found:
+        raise ConfigError(f"{root}: no sample-level results (*/results.json of bench compare --forget-ids)")
+
+    def order(item: tuple[str, dict[str, Any]]) -> tuple[str, int]:
+        kind, _, size = item[0].rpartition("-")
+        return (kind, int(size) if size.isdigit() else 0)
+
+    return sorted(found, key=order)
+
+
+def _retrained_mean(refs: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key][0] for r in refs if r["entry"].startswith("retrained") and r[key][0] is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def render_overview(found: list[tuple[str, dict[str, Any]]]) -> str:
+    """One table over forget sets: per model, the ELBO gap and the LiRA AUC (means over seeds)."""
+    names = [n for n, _ in found]
+    models: dict[str, str] = {"original": "original (trained on them)", "retrained": "retrained without them"}
+    for _, data in found:
+        for r in data["rows"]:
+            models.setdefault(r["entry"], r["label"].split(":")[0])
+    lines = [
+        "| model | " + " | ".join(f"{n} ({d['forget_set_size']:,})" for n, d in found) + " |",
+        "|---|" + "---|" * len(found),
+    ]
+    for key, label in models.items():
+        cells = []
+        for _, data in found:
+            if key == "retrained":
+                gap = _retrained_mean(data["references"], "elbo_gap")
+                auc = _retrained_mean(data["references"], "lira_auc")
+                fid = _retrained_mean(data["references"], "fid_retain")
+                diverged = 0
+            else:
+                rows = {r["entry"]: r for r in data["references"] + data["rows"]}
+                r = rows.get(key)
+                gap, auc, fid = (
+                    (None, None, None) if r is None else (r["elbo_gap"][0], r["lira_auc"][0], r["fid_retain"][0])
+                )
+                diverged = 0 if r is None else r.get("diverged", 0)
+            if gap is None:
+                cells.append("—")
+                continue
+            ref_fid = next(x["fid_retain"][0] for x in data["references"] if x["entry"] == "original")
+            broken = fid is not None and ref_fid is not None and fid > 1.5 * ref_fid
+            auc_text = "—" if auc is None else f"{auc:.3f}"
+            marks = (" ✗" if broken else "") + (f" ⚠{diverged}" if diverged else "")
+            cells.append(f"{_num(gap, '.1f')} · {auc_text}" + marks)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    s = found[0][1]["settings"]
+    legend = (
+        "Each cell: ELBO gap (nats, test minus forget images) · LiRA AUC (forget images against "
+        f"{s['test_candidates']:,} test images; 0.5 = indistinguishable), means over {s['seeds']} seeds after "
+        f"K = {s['steps']} updates; the retrained row is the mean of the retrained models. ✗: FID vs retained digits "
+        "above 1.5x the original's (the model is damaged; its numbers say little); ⚠n: n seeds diverged (stopped, "
+        "last good weights kept). Sets: " + ", ".join(names) + "."
+    )
+    return legend + "\n\n" + "\n".join(lines) + "\n"
+
+
+def overview_figure(path: str | Path, found: list[tuple[str, dict[str, Any]]]) -> None:
+    """One panel per forget set: each model's LiRA AUC (x) with the original's and the retrained model's marked.
+
+    Without shadow models (no LiRA) the panels show the loss-threshold attack's AUC.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genunlearn.experiments.compare_figures import FAMILY_COLORS
+
+    cols = 3
+    rows_n = (len(found) + cols - 1) // cols
+    keys = [r["entry"] for r in found[0][1]["rows"]]
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 0.32 * len(keys) * rows_n + 1.6), squeeze=False)
+    for ax, (name, data) in zip(axes.flat, found, strict=False):
+        rows = {r["entry"]: r for r in data["rows"]}
+        orig = next(r for r in data["references"] if r["entry"] == "original")
+        metric = "lira_auc" if orig["lira_auc"][0] is not None else "loss_threshold_auc"
+        ref_fid = next(r["fid_retain"][0] for r in data["references"] if r["entry"] == "original")
+        for i, key in enumerate(keys):
+            r = rows.get(key)
+            if r is None or r[metric][0] is None:
+                continue
+            broken = r["fid_retain"][0] is not None and r["fid_retain"][0] > 1.5 * ref_fid
+            color = "#bdbdbd" if broken else FAMILY_COLORS.get(r["family"], "black")
+            ax.errorbar(r[metric][0], i, xerr=r[metric][1] or 0, fmt="x" if broken else "o", color=color)
+        ax.axvline(orig[metric][0], color="#c62828", ls="--", lw=1, label="original")
+        retr = _retrained_mean(data["references"], metric)
+        if retr is not None:
+            ax.axvline(retr, color="#2e7d32", ls="-", lw=1.5, label="retrained (target)")
+        ax.axvline(0.5, color="#9e9e9e", ls=":", lw=1)
+        ax.set_yticks(range(len(keys)))
+        ax.set_yticklabels(keys, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{name} ({data['forget_set_size']:,} images)", fontsize=10)
+        attack = "LiRA" if metric == "lira_auc" else "loss-threshold"
+        ax.set_xlabel(f"{attack} AUC (forget vs test images)", fontsize=8)
+    for ax in list(axes.flat)[len(found) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, frameon=False, loc="lower right")
+    fig.suptitle(
+        "Membership inference after sample unlearning: a method has forgotten when its AUC meets the green line "
+        "(grey x: model damaged, FID > 1.5x)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
