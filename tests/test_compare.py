@@ -230,3 +230,45 @@ def test_mean_std_leaves_out_non_finite_values_of_diverged_runs():
     assert _mean_std([1.0, float("inf"), float("nan"), 3.0, None]) == [2.0, 2**0.5]
     assert _mean_std([float("-inf"), None]) == [None, None]
     assert _mean_std([4.0]) == [4.0, 0.0]
+
+
+def test_compare_re_measures_records_read_with_another_independent_forward(tmp_path):
+    """Final-model measures are stale when the retrained models, the independent classifier's file or its bn1 use
+    changed; records from before bn1 use was recorded were read with bn1 skipped (the authors' forward)."""
+    from types import SimpleNamespace
+
+    from genunlearn.experiments.audit import independent_bn
+    from genunlearn.experiments.compare import _gold_stale
+
+    gold = SimpleNamespace(retrained=[{"sha256": "r"}], independent_id={"sha256": "c", "use_bn": True})
+    fresh = {"retrained_sha256": ["r"], "independent": {"sha256": "c", "use_bn": True}, "measured": {}}
+    assert not _gold_stale({"gold": fresh}, gold)
+    assert _gold_stale({"gold": None}, gold)
+    assert _gold_stale({"gold": {**fresh, "retrained_sha256": ["other"]}}, gold)
+    assert _gold_stale({"gold": {**fresh, "independent": {"sha256": "c", "use_bn": False}}}, gold)
+    assert _gold_stale({"gold": {**fresh, "independent": {"sha256": "x", "use_bn": True}}}, gold)
+    assert _gold_stale({"gold": {**fresh, "independent": None}}, gold)
+    legacy = {"retrained_sha256": ["r"], "measured": {"forget_fraction_independent": 0.1}}
+    assert _gold_stale({"gold": legacy}, gold)  # read with bn1 skipped
+    assert not _gold_stale(
+        {"gold": legacy}, SimpleNamespace(retrained=gold.retrained, independent_id={"sha256": "c", "use_bn": False})
+    )
+    no_clf = SimpleNamespace(retrained=gold.retrained, independent_id=None)
+    assert not _gold_stale({"gold": {"retrained_sha256": ["r"], "measured": {}}}, no_clf)
+    assert _gold_stale({"gold": fresh}, no_clf)
+    # bn1 use: asked for, else recorded in the file, else applied (a file without a record)
+    from genunlearn.models.registry import bundled_weights
+
+    bundled = bundled_weights("mnist-classifier")
+    assert independent_bn(bundled, False) is False
+    assert independent_bn(bundled) is True  # recorded: trained with bn1
+    bare = tmp_path / "bare.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(bundled)), str(bare))  # the weights without genunlearn's metadata
+    assert independent_bn(bare) is True
+    skipped = tmp_path / "skipped.safetensors"  # a file that records bn1 skipped is read that way
+    save_file(load_file(str(bundled)), str(skipped), metadata={"build_options": json.dumps({"use_bn": False})})
+    assert independent_bn(skipped) is False
+    with pytest.raises(ConfigError, match="not found"):
+        independent_bn(tmp_path / "missing.safetensors")

@@ -790,6 +790,12 @@ def bench_mnist(
     help="A second classifier re-measuring the forget fraction (e.g. the UNO authors' MNIST classifier).",
 )
 @click.option(
+    "--independent-classifier-bn/--no-independent-classifier-bn",
+    default=None,
+    help="Read the independent classifier with bn1 applied or skipped (default: as its file records; applied when "
+    "it records nothing, as for the UNO authors').",
+)
+@click.option(
     "--forget-ids",
     type=click.Path(dir_okay=False),
     default=None,
@@ -814,6 +820,7 @@ def bench_compare(
     methods: str | None,
     retrained: str | None,
     independent_classifier: str | None,
+    independent_classifier_bn: bool | None,
     forget_ids: str | None,
     shadows: str | None,
     steps: int | None,
@@ -878,6 +885,7 @@ def bench_compare(
         forget=_parse_classes(forget),
         retrained=paths,
         independent_classifier=independent_classifier,
+        independent_classifier_bn=independent_classifier_bn,
         settings=settings,
         entries=chosen,
         device=device,

@@ -1015,6 +1015,22 @@ def _parse_target(spec: str) -> AuditTarget:
     return AuditTarget(name, "unlearned", path)
 
 
+def independent_bn(path: str | Path, requested: bool | None = None) -> bool:
+    """Whether an MNIST classifier checkpoint is read with ``bn1`` applied: ``requested`` when given, else what the
+    file records (genunlearn's checkpoints do), else applied. The UNO authors' file records nothing; their own
+    forward skips ``bn1``, which reads markedly fewer 1s among generated digits (docs/audit.md), so an independent
+    classifier without a record is applied with ``bn1``."""
+    from genunlearn.checkpoints import file_format, read_metadata
+
+    if requested is not None:
+        return requested
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: classifier checkpoint not found")
+    meta = read_metadata(path) if file_format(path) == "safetensors" else {}
+    recorded = (meta.get("build_options") or {}).get("use_bn")
+    return True if recorded is None else bool(recorded)
+
+
 def _independent(session: Any, path: str, use_bn: bool | None, allow_pickle: bool) -> nn.Module:
     import copy
 
@@ -1104,8 +1120,9 @@ def run_audit_command(
     if independent_classifier is None and mnist:
         found = authors_weights("classifier.safetensors")
         independent_classifier = str(found) if found is not None else None
-        if found is not None and independent_classifier_bn is None:
-            independent_classifier_bn = True  # their forward skips bn1: 17% of real 1s at p >= 0.9 (docs/audit.md)
+    if independent_classifier is not None and mnist:
+        # the authors' forward skips bn1: 17% of real 1s at p >= 0.9 (docs/audit.md); independent_bn applies it
+        independent_classifier_bn = independent_bn(independent_classifier, independent_classifier_bn)
     from genunlearn.models.registry import bundled_weights
 
     first = classifier_checkpoint or (str(bundled_weights("mnist-classifier")) if mnist else None)

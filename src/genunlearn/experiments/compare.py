@@ -143,8 +143,10 @@ class Gold:
         independent: nn.Module | None,
         retrained: list[str],
         load: Any,
+        independent_id: dict[str, Any] | None = None,
     ) -> None:
         self.session = session
+        self.independent_id = independent_id
         sampler = session.bundle.sampler
         if sampler is None or session.classifier is None:
             raise ConfigError("the comparison needs a model with a sampler and a classifier")
@@ -262,7 +264,28 @@ def _gold_record(gold: Gold, m: dict[str, Any]) -> dict[str, Any]:
         d = gold.distances(m)
         out.update({k: statistics.fmean(v) for k, v in d.items()}, per_retrained=d)
         out["retrained_sha256"] = [r["sha256"] for r in gold.retrained]
+    out["independent"] = gold.independent_id
     return out
+
+
+def _gold_stale(rec: dict[str, Any], gold: Gold) -> bool:
+    """A record's final-model measures were made with other retrained models or another independent classifier
+    (file or bn1 use; records from before these were recorded were read with bn1 skipped)."""
+    g = rec.get("gold")
+    if g is None or g.get("retrained_sha256", []) != [r["sha256"] for r in gold.retrained]:
+        return True
+    if "independent" in g:
+        made = g["independent"]
+    elif (g.get("measured") or {}).get("forget_fraction_independent") is not None:
+        made = {"sha256": None, "use_bn": False}
+    else:
+        made = None
+    if made is None or gold.independent_id is None:
+        return (made is None) != (gold.independent_id is None)
+    return made.get("use_bn") != gold.independent_id["use_bn"] or made.get("sha256") not in (
+        None,
+        gold.independent_id["sha256"],
+    )
 
 
 def aggregate(records: dict[str, list[dict]], gold: Gold, s: CompareSettings) -> dict[str, Any]:
@@ -350,8 +373,13 @@ def run_compare(
     device: str = "auto",
     progress: bool = True,
     command: str | None = None,
+    independent_classifier_bn: bool | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the comparison; writes ``results.json``, ``table.md``/``table.csv`` and figures into ``out``."""
+    """Run (or resume) the comparison; writes ``results.json``, ``table.md``/``table.csv`` and figures into ``out``.
+
+    ``independent_classifier_bn``: read the independent MNIST classifier with ``bn1`` applied or not (default: as
+    its file records, applied when it records nothing, as for the UNO authors': ``audit.independent_bn``).
+    """
     from genunlearn.experiments import compare_figures
     from genunlearn.models import load_model
 
@@ -375,10 +403,14 @@ def run_compare(
     def loader(path: str) -> nn.Module:
         return load_model(model, path, device=session.device)
 
-    independent = None
+    independent, independent_id = None, None
     if independent_classifier is not None:
-        independent = load_model("mnist-classifier", independent_classifier, device=session.device, use_bn=False)
-    gold = Gold(session, s.gold_samples, independent, retrained, loader)
+        from genunlearn.experiments.audit import independent_bn
+
+        use_bn = independent_bn(independent_classifier, independent_classifier_bn)
+        independent = load_model("mnist-classifier", independent_classifier, device=session.device, use_bn=use_bn)
+        independent_id = {"sha256": (file_fingerprint(independent_classifier) or {})["sha256"], "use_bn": use_bn}
+    gold = Gold(session, s.gold_samples, independent, retrained, loader, independent_id)
     records: dict[str, list[dict]] = {}
     refs_cache: list[dict[str, Any]] = []
     models0: dict[str, nn.Module] = {}
@@ -420,7 +452,7 @@ def run_compare(
             path.parent.mkdir(parents=True, exist_ok=True)
             save_weights(unlearned, weights)
             rec["gold"] = None
-        if rec.get("gold") is None or rec["gold"].get("retrained_sha256", []) != [r["sha256"] for r in gold.retrained]:
+        if _gold_stale(rec, gold):
             rec["gold"] = _gold_record(gold, gold.measure(unlearned))
             write_seed_record(path, rec, {"forget_fraction": s.monitor_samples})
         if seed == 0:
@@ -461,7 +493,11 @@ def _write(
         "settings": asdict(s),
         "seeds_done": {k: len(v) for k, v in records.items()},
         "retrained": [_public(r) for r in gold.retrained],
-        "independent_classifier": file_fingerprint(independent_classifier) if independent_classifier else None,
+        "independent_classifier": (
+            {**(file_fingerprint(independent_classifier) or {}), "use_bn": gold.independent_id["use_bn"]}
+            if independent_classifier and gold.independent_id
+            else None
+        ),
         "references": refs_cache,
         "rows": aggregate(records, gold, s)["rows"],
         "wall_time_this_session_s": time.perf_counter() - t0,
@@ -510,6 +546,21 @@ def _seeds_text(result: dict[str, Any]) -> str:
     )
 
 
+def _independent_note(result: dict[str, Any]) -> str:
+    """Which independent classifier the table's second forget fraction is, and how it read its input."""
+    ind = result.get("independent_classifier")
+    if not ind:
+        return ""
+    name = Path(ind.get("path", "")).name or "a second classifier"
+    if "use_bn" not in ind:  # made before bn1 use was recorded: compare read it with bn1 skipped then
+        return (
+            f" Independent classifier: {name} with bn1 skipped (the UNO authors' forward; recorded before bn1 use "
+            "was an option). Skipping bn1 reads fewer 1s among generated digits than applying it "
+            "(benchmarks/results/independent_bn.json): this column is biased low."
+        )
+    return f" Independent classifier: {name}, bn1 {'applied' if ind['use_bn'] else 'skipped'}."
+
+
 def render_table(result: dict[str, Any]) -> str:
     """Markdown of the comparison (mean (std) over seeds; references first)."""
     s = result["settings"]
@@ -523,7 +574,8 @@ def render_table(result: dict[str, Any]) -> str:
         f"threshold. Distances to the retrained model: mean over {len(result['retrained'])} retrained model(s). "
         "Collateral: share of gold latents the original generated as a retained digit whose digit changed; "
         "retained-mix TV: total variation of the retained-digit proportions. Seconds include the method's one-off "
-        "preparation; one-off setup is the building of its terms (neighbour search, Fisher), not included.",
+        "preparation; one-off setup is the building of its terms (neighbour search, Fisher), not included."
+        + _independent_note(result),
         "",
         COLUMNS,
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -182,7 +182,7 @@ def _adapter(s: DiTBenchSettings) -> AdapterConfig | None:
 
 def resolve_independent(s: DiTBenchSettings) -> DiTBenchSettings:
     """``s`` with its independent classifier's sha256 and ``bn1`` use filled in (unchanged without one)."""
-    from genunlearn.checkpoints import file_format, read_metadata
+    from genunlearn.experiments.audit import independent_bn
 
     path = s.independent_classifier
     if path is None:
@@ -194,11 +194,7 @@ def resolve_independent(s: DiTBenchSettings) -> DiTBenchSettings:
     sha = (file_fingerprint(path) or {})["sha256"]
     if s.independent_classifier_sha256 not in (None, sha):
         raise ConfigError(f"{path}: sha256 {sha}, the settings ask for {s.independent_classifier_sha256}")
-    use_bn = s.independent_classifier_bn
-    if use_bn is None:
-        meta = read_metadata(path) if file_format(path) == "safetensors" else {}
-        recorded = (meta.get("build_options") or {}).get("use_bn")
-        use_bn = True if recorded is None else bool(recorded)  # not recorded: the UNO authors' (docs/audit.md)
+    use_bn = independent_bn(path, s.independent_classifier_bn)
     return replace(s, independent_classifier_sha256=sha, independent_classifier_bn=use_bn)
 
 
