@@ -343,3 +343,40 @@ def test_sampler_with_an_exact_denoiser_reproduces_its_image(output, sampler):
     m.transformer = Exact()
     x = sample(m, torch.tensor([3, 3]), torch.randn(2, 1, 28, 28), steps=15, guidance_scale=2.0, sampler=sampler)
     assert (x - (x0 + 1) / 2).abs().max() < 0.05
+
+
+def test_train_dit_without_a_class_never_sees_it(tmp_path, monkeypatch, capsys):
+    """--exclude-class (the retrained gold standard): the left-out class's images never reach the loss, its label
+    row keeps its initial value, the record counts the exclusion; a run started before the option resumes."""
+    import genunlearn.train_dit as td
+    from genunlearn.data import load_dataset
+
+    d = _write_tiny_dataset(tmp_path / "tiny", n_train=30, n_test=8, classes=10)
+    seen = []
+    real = td.diffusion_loss
+
+    def spy(model, x, y, *a, **kw):
+        seen.append(y.detach().clone())
+        return real(model, x, y, *a, **kw)
+
+    monkeypatch.setattr(td, "diffusion_loss", spy)
+    cfg = _tiny_config(d, epochs=1, exclude_classes=(3,))
+    record = train_dit(cfg, tmp_path / "x", progress=False)
+    labels = torch.cat(seen[: record["steps_per_epoch"]])  # the training steps (then the validation's)
+    n3 = int((load_dataset("tiny", "train", d).labels == 3).sum())
+    assert n3 > 0 and record["excluded_examples"] == n3 and len(labels) == 30 - n3 and not (labels == 3).any()
+    torch.manual_seed(cfg.seed)
+    init = MnistDiT(**cfg.arch).label_embedding(torch.tensor([3, 4]))
+    trained = load_model("mnist-dit", tmp_path / "x" / "raw.safetensors").label_embedding(torch.tensor([3, 4]))
+    torch.testing.assert_close(trained[0], init[0], rtol=0, atol=0)  # never trained
+    assert not torch.equal(trained[1], init[1])
+    # a run of the same config started before exclude_classes existed (its state has no such key) resumes
+    train_dit(_tiny_config(d, epochs=2), tmp_path / "old", progress=False, stop_after=1)
+    state = json.loads((tmp_path / "old" / "state.json").read_text())
+    del state["config"]["exclude_classes"]
+    (tmp_path / "old" / "state.json").write_text(json.dumps(state))
+    assert train_dit(_tiny_config(d, epochs=2), tmp_path / "old", progress=False)["complete"]
+    (tmp_path / "ids.txt").write_text("0\n")
+    argv = ["train", "dit", "--exclude-ids", str(tmp_path / "ids.txt"), "--out", str(tmp_path / "e")]
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "dit takes --exclude-class" in err

@@ -190,10 +190,12 @@ def train(
 
     if model != "i2i" and (task is not None or mask_size is not None):
         raise ConfigError("--task and --mask-size apply to the i2i model only")
-    if exclude_ids and model == "i2i":
-        raise ConfigError("--exclude-ids is implemented for the IDX VAE and classifier only; i2i takes --exclude-class")
-    if (exclude_class or exclude_ids) and (model == "dit" or dataset == "celeba64"):
-        raise ConfigError("--exclude-class / --exclude-ids are implemented for the IDX VAE and classifier only")
+    if exclude_ids and model in ("i2i", "dit"):
+        raise ConfigError(
+            f"--exclude-ids is implemented for the IDX VAE and classifier only; {model} takes --exclude-class"
+        )
+    if (exclude_class or exclude_ids) and dataset == "celeba64":
+        raise ConfigError("--exclude-class / --exclude-ids are implemented for IDX datasets only")
     if dataset == "celeba64":
         if data_dir is not None:
             raise ConfigError("--data-dir is for IDX datasets; use --celeba-dir for celeba64")
@@ -243,6 +245,7 @@ def train(
             lr_schedule=lr_schedule or "cosine",
             seed=seed,
             device=device,
+            exclude_classes=_parse_classes(exclude_class) if exclude_class else (),
         )
         record = train_dit(dit_config, out, resume=resume)
         click.echo(json.dumps(record["final"]))

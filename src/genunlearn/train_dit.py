@@ -55,6 +55,9 @@ class DiTTrainConfig:
             only for ``dataset="mnist"``); ``eval_steps``, ``eval_guidance``: their sampler settings.
         val_images: test images of the per-epoch validation loss of the EMA model (fixed t and noise).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        exclude_classes: train without every example of these classes (the retrained gold standard of class
+            unlearning; their label rows stay at their initialisation). The validation loss still uses every
+            test class.
     """
 
     dataset: str = "mnist"
@@ -75,6 +78,12 @@ class DiTTrainConfig:
     eval_guidance: float = 2.0
     val_images: int = 1024
     device: str = "auto"
+    exclude_classes: tuple[int, ...] = ()
+
+    @property
+    def exclude_ids(self) -> None:
+        """No sample exclusion for the DiT (:func:`genunlearn.train.training_mask` reads this)."""
+        return None
 
     def validate(self) -> DiTTrainConfig:
         """Raise :class:`ConfigError` on invalid values; returns ``self``."""
@@ -202,15 +211,22 @@ def train_dit(
     run_key = {"config": asdict(config), "max_steps_per_epoch": max_steps_per_epoch}
     if resume and paths["state"].is_file():
         state = json.loads(paths["state"].read_text())
-        if {k: state.get(k) for k in run_key} != run_key:
+        saved = state.get("config") or {}
+        saved.setdefault("exclude_classes", [])  # runs started before the option existed excluded nothing
+        state["config"] = saved
+        key = {**run_key, "config": {**run_key["config"], "exclude_classes": list(config.exclude_classes)}}
+        if {k: state.get(k) for k in key} != key:
             raise CheckpointError(f"{paths['state']}: a run with a different config is in this directory")
         load_into(model, paths["raw"])
         load_into(ema.module, paths["ema"])
         ema.n_averaged.copy_(torch.load(paths["ema_state"], map_location=device, weights_only=True)["n_averaged"])
         opt.load_state_dict(torch.load(paths["opt"], map_location=device, weights_only=True))
         start_epoch, history = state["epoch"], state["history"]
-    x_all = train_set.flat_float().to(device)
-    y_all = train_set.labels.to(device)
+    from genunlearn.train import training_mask
+
+    keep = training_mask(config, train_set.labels)  # type: ignore[arg-type]
+    x_all = train_set.flat_float()[keep].to(device)
+    y_all = train_set.labels[keep].to(device)
     n = x_all.shape[0]
     steps_per_epoch = math.ceil(n / config.batch_size)
     if max_steps_per_epoch is not None:
@@ -297,6 +313,7 @@ def train_dit(
         "parameters": count_parameters(model),
         "steps_per_epoch": steps_per_epoch,
         "max_steps_per_epoch": max_steps_per_epoch,
+        "excluded_examples": int((~keep).sum()),
         "epochs_done": len(history),
         "complete": complete,
         "final": final,
