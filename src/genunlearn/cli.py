@@ -40,6 +40,16 @@ def cli() -> None:
     """
 
 
+#: ``--[no-]independent-classifier-bn`` of every command with an independent MNIST classifier (the rule behind the
+#: default: :func:`genunlearn.experiments.audit.independent_bn`).
+_independent_bn_option = click.option(
+    "--independent-classifier-bn/--no-independent-classifier-bn",
+    default=None,
+    help="Read the independent MNIST classifier with bn1 applied or skipped (default: as its file records; applied "
+    "when it records nothing, as for the UNO authors').",
+)
+
+
 @cli.command()
 @click.option("--evaluate", is_flag=True, help="Also measure test ELBO / accuracy of bundled and authors' weights.")
 @click.option(
@@ -489,7 +499,7 @@ def _int_list(value: str) -> tuple[int, ...]:
     default=None,
     help="A second detector that re-measures everything (default: the UNO authors' MNIST classifier when found).",
 )
-@click.option("--independent-classifier-bn/--no-independent-classifier-bn", default=None)
+@_independent_bn_option
 @click.option("--starts", type=click.IntRange(min=1), default=256, show_default=True, help="Input search starts.")
 @click.option("--search-steps", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--grid", type=click.IntRange(min=0), default=201, show_default=True, help="Grid points per axis (2-d).")
@@ -792,12 +802,7 @@ def bench_mnist(
     default=None,
     help="A second classifier re-measuring the forget fraction (e.g. the UNO authors' MNIST classifier).",
 )
-@click.option(
-    "--independent-classifier-bn/--no-independent-classifier-bn",
-    default=None,
-    help="Read the independent classifier with bn1 applied or skipped (default: as its file records; applied when "
-    "it records nothing, as for the UNO authors').",
-)
+@_independent_bn_option
 @click.option(
     "--forget-ids",
     type=click.Path(dir_okay=False),
@@ -989,11 +994,7 @@ def _lora_bench_options(func):
     default=None,
     help="A second MNIST classifier re-reading the same final samples (e.g. the UNO authors'); default: none.",
 )
-@click.option(
-    "--independent-classifier-bn/--no-independent-classifier-bn",
-    default=None,
-    help="Its bn1 (default: as its file records; applied when the file does not say, as for the UNO authors').",
-)
+@_independent_bn_option
 @click.option("--quick", is_flag=True, help="A smoke run: 1 seed, 4 updates, tiny samples.")
 @click.option(
     "--no-memory", is_flag=True, help="Skip the per-method peak-memory measurement (the CPU profiler is slow)."

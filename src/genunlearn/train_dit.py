@@ -32,6 +32,7 @@ from genunlearn.errors import CheckpointError, ConfigError
 from genunlearn.models.mnist_dit import MnistDiT, MnistDiTConfig, diffusion_loss, sample
 from genunlearn.models.registry import count_parameters
 from genunlearn.runinfo import resolve_device, versions
+from genunlearn.train import training_mask
 
 
 @dataclass(frozen=True)
@@ -208,22 +209,22 @@ def train_dit(
     paths = {k: out / v for k, v in _FILES.items()}
     history: list[dict] = []
     start_epoch = 0
-    run_key = {"config": asdict(config), "max_steps_per_epoch": max_steps_per_epoch}
+    # as state.json holds it (JSON: the tuple of excluded classes is a list there)
+    run_key = {
+        "config": {**asdict(config), "exclude_classes": list(config.exclude_classes)},
+        "max_steps_per_epoch": max_steps_per_epoch,
+    }
     if resume and paths["state"].is_file():
         state = json.loads(paths["state"].read_text())
-        saved = state.get("config") or {}
-        saved.setdefault("exclude_classes", [])  # runs started before the option existed excluded nothing
-        state["config"] = saved
-        key = {**run_key, "config": {**run_key["config"], "exclude_classes": list(config.exclude_classes)}}
-        if {k: state.get(k) for k in key} != key:
+        # runs started before exclude_classes existed excluded nothing
+        state["config"] = {"exclude_classes": [], **(state.get("config") or {})}
+        if {k: state.get(k) for k in run_key} != run_key:
             raise CheckpointError(f"{paths['state']}: a run with a different config is in this directory")
         load_into(model, paths["raw"])
         load_into(ema.module, paths["ema"])
         ema.n_averaged.copy_(torch.load(paths["ema_state"], map_location=device, weights_only=True)["n_averaged"])
         opt.load_state_dict(torch.load(paths["opt"], map_location=device, weights_only=True))
         start_epoch, history = state["epoch"], state["history"]
-    from genunlearn.train import training_mask
-
     keep = training_mask(config, train_set.labels)  # type: ignore[arg-type]
     x_all = train_set.flat_float()[keep].to(device)
     y_all = train_set.labels[keep].to(device)

@@ -274,18 +274,12 @@ def _gold_stale(rec: dict[str, Any], gold: Gold) -> bool:
     g = rec.get("gold")
     if g is None or g.get("retrained_sha256", []) != [r["sha256"] for r in gold.retrained]:
         return True
-    if "independent" in g:
-        made = g["independent"]
-    elif (g.get("measured") or {}).get("forget_fraction_independent") is not None:
-        made = {"sha256": None, "use_bn": False}
-    else:
-        made = None
-    if made is None or gold.independent_id is None:
-        return (made is None) != (gold.independent_id is None)
-    return made.get("use_bn") != gold.independent_id["use_bn"] or made.get("sha256") not in (
-        None,
-        gold.independent_id["sha256"],
-    )
+    read = (g.get("measured") or {}).get("forget_fraction_independent") is not None
+    legacy = {"sha256": None, "use_bn": False} if read else None  # recorded before bn1 use was
+    made, want = g.get("independent", legacy), gold.independent_id
+    if made is None or want is None:
+        return made is not want
+    return made["use_bn"] != want["use_bn"] or made.get("sha256") not in (None, want["sha256"])
 
 
 def aggregate(records: dict[str, list[dict]], gold: Gold, s: CompareSettings) -> dict[str, Any]:
@@ -409,7 +403,7 @@ def run_compare(
 
         use_bn = independent_bn(independent_classifier, independent_classifier_bn)
         independent = load_model("mnist-classifier", independent_classifier, device=session.device, use_bn=use_bn)
-        independent_id = {"sha256": (file_fingerprint(independent_classifier) or {})["sha256"], "use_bn": use_bn}
+        independent_id = {**(file_fingerprint(independent_classifier) or {}), "use_bn": use_bn}
     gold = Gold(session, s.gold_samples, independent, retrained, loader, independent_id)
     records: dict[str, list[dict]] = {}
     refs_cache: list[dict[str, Any]] = []
@@ -431,7 +425,6 @@ def run_compare(
         retrained,
         command,
         t0,
-        independent_classifier,
     )
     result: dict[str, Any] | None = None
     for entry, seed in tqdm(jobs, desc="compare", disable=not progress):
@@ -480,7 +473,6 @@ def _write(
     retrained: list[str],
     command: str | None,
     t0: float,
-    independent_classifier: str | None,
 ) -> dict[str, Any]:
     """Aggregate the records so far and write ``results.json`` and the tables (the references are measured once)."""
     if not refs_cache:
@@ -493,11 +485,7 @@ def _write(
         "settings": asdict(s),
         "seeds_done": {k: len(v) for k, v in records.items()},
         "retrained": [_public(r) for r in gold.retrained],
-        "independent_classifier": (
-            {**(file_fingerprint(independent_classifier) or {}), "use_bn": gold.independent_id["use_bn"]}
-            if independent_classifier and gold.independent_id
-            else None
-        ),
+        "independent_classifier": gold.independent_id,
         "references": refs_cache,
         "rows": aggregate(records, gold, s)["rows"],
         "wall_time_this_session_s": time.perf_counter() - t0,

@@ -379,6 +379,32 @@ def _retrained_mean(refs: list[dict[str, Any]], key: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def _original(data: dict[str, Any]) -> dict[str, Any]:
+    """The reference row of the original model in one sample-level result."""
+    return next(r for r in data["references"] if r["entry"] == "original")
+
+
+def _damaged(fid: float | None, original_fid: float | None) -> bool:
+    """FID vs retained digits above 1.5x the original's: the model is damaged (its other numbers say little)."""
+    return fid is not None and original_fid is not None and fid > 1.5 * original_fid
+
+
+def _overview_cell(data: dict[str, Any], by_entry: dict[str, dict[str, Any]], key: str) -> str:
+    """``ELBO gap · LiRA AUC`` of one model on one set, with its marks (damaged, diverged seeds)."""
+    if key == "retrained":
+        gap, auc, fid = (_retrained_mean(data["references"], k) for k in ("elbo_gap", "lira_auc", "fid_retain"))
+        diverged = 0
+    elif (r := by_entry.get(key)) is not None:
+        gap, auc, fid = r["elbo_gap"][0], r["lira_auc"][0], r["fid_retain"][0]
+        diverged = r.get("diverged", 0)
+    else:
+        return "—"
+    if gap is None:
+        return "—"
+    marks = (" ✗" if _damaged(fid, _original(data)["fid_retain"][0]) else "") + (f" ⚠{diverged}" if diverged else "")
+    return f"{_num(gap, '.1f')} · {'—' if auc is None else f'{auc:.3f}'}" + marks
+
+
 def render_overview(found: list[tuple[str, dict[str, Any]]]) -> str:
     """One table over forget sets: per model, the ELBO gap and the LiRA AUC (means over seeds)."""
     names = [n for n, _ in found]
@@ -386,33 +412,13 @@ def render_overview(found: list[tuple[str, dict[str, Any]]]) -> str:
     for _, data in found:
         for r in data["rows"]:
             models.setdefault(r["entry"], r["label"].split(":")[0])
+    by_entry = [{r["entry"]: r for r in data["references"] + data["rows"]} for _, data in found]
     lines = [
         "| model | " + " | ".join(f"{n} ({d['forget_set_size']:,})" for n, d in found) + " |",
         "|---|" + "---|" * len(found),
     ]
     for key, label in models.items():
-        cells = []
-        for _, data in found:
-            if key == "retrained":
-                gap = _retrained_mean(data["references"], "elbo_gap")
-                auc = _retrained_mean(data["references"], "lira_auc")
-                fid = _retrained_mean(data["references"], "fid_retain")
-                diverged = 0
-            else:
-                rows = {r["entry"]: r for r in data["references"] + data["rows"]}
-                r = rows.get(key)
-                gap, auc, fid = (
-                    (None, None, None) if r is None else (r["elbo_gap"][0], r["lira_auc"][0], r["fid_retain"][0])
-                )
-                diverged = 0 if r is None else r.get("diverged", 0)
-            if gap is None:
-                cells.append("—")
-                continue
-            ref_fid = next(x["fid_retain"][0] for x in data["references"] if x["entry"] == "original")
-            broken = fid is not None and ref_fid is not None and fid > 1.5 * ref_fid
-            auc_text = "—" if auc is None else f"{auc:.3f}"
-            marks = (" ✗" if broken else "") + (f" ⚠{diverged}" if diverged else "")
-            cells.append(f"{_num(gap, '.1f')} · {auc_text}" + marks)
+        cells = [_overview_cell(data, rows, key) for (_, data), rows in zip(found, by_entry, strict=True)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     s = found[0][1]["settings"]
     legend = (
@@ -443,14 +449,13 @@ def overview_figure(path: str | Path, found: list[tuple[str, dict[str, Any]]]) -
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 0.32 * len(keys) * rows_n + 1.6), squeeze=False)
     for ax, (name, data) in zip(axes.flat, found, strict=False):
         rows = {r["entry"]: r for r in data["rows"]}
-        orig = next(r for r in data["references"] if r["entry"] == "original")
+        orig = _original(data)
         metric = "lira_auc" if orig["lira_auc"][0] is not None else "loss_threshold_auc"
-        ref_fid = next(r["fid_retain"][0] for r in data["references"] if r["entry"] == "original")
         for i, key in enumerate(keys):
             r = rows.get(key)
             if r is None or r[metric][0] is None:
                 continue
-            broken = r["fid_retain"][0] is not None and r["fid_retain"][0] > 1.5 * ref_fid
+            broken = _damaged(r["fid_retain"][0], orig["fid_retain"][0])
             color = "#bdbdbd" if broken else FAMILY_COLORS.get(r["family"], "black")
             ax.errorbar(r[metric][0], i, xerr=r[metric][1] or 0, fmt="x" if broken else "o", color=color)
         ax.axvline(orig[metric][0], color="#c62828", ls="--", lw=1, label="original")
