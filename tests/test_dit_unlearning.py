@@ -291,6 +291,28 @@ def test_dit_bench_with_a_lora_adapter_changes_only_the_adapted_layers(tiny_dit,
     assert code == 0, err
 
 
+def test_dit_bench_trainable_label_embeddings_moves_only_the_forget_and_target_rows(tiny_dit, tmp_path, capsys):
+    """Surgical replacement (--trainable class_embedder): the other labels' embedding rows, the null row and every
+    other weight stay bit for bit, so the other labels generate exactly what they did."""
+    from genunlearn.checkpoints import load_state
+
+    out = tmp_path / "bench"
+    argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s", "--steps", "2"]
+    argv += ["--monitor-samples", "8", "--class-samples", "2", "--fid-samples", "0", "--sampler-steps", "2"]
+    argv += ["--lr", "1e-2", "--trainable", "class_embedder", "--out", str(out)]
+    code, stdout, err = run(argv, capsys)
+    assert code == 0, err
+    assert "only the parameters class_embedder select trained" in stdout
+    before, after = load_state(tiny_dit), load_state(out / "runs" / "s" / "seed0.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith("class_embedder.embedding_table.weight") for k in changed), changed
+    for k in changed:
+        rows = (before[k] != after[k]).any(1).nonzero().flatten().tolist()
+        assert rows == [1, 7], (k, rows)
+    code, _, err = run([*argv[:-2], "--lora-rank", "2", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "does not combine with --lora-rank" in err
+
+
 def test_dit_bench_cli_passes_sampler_guidance_and_no_memory(monkeypatch, tmp_path, capsys):
     import genunlearn.experiments.dit_bench as dit_bench
 

@@ -12,10 +12,18 @@ from genunlearn.adapters import ModelAdapter
 from genunlearn.config import load_config
 from genunlearn.errors import ConfigError
 from genunlearn.loop import UnlearnConfig, unlearn
-from genunlearn.lora import AdapterConfig, load_adapter, lora_adapter, merged, resolve_targets
+from genunlearn.lora import (
+    AdapterConfig,
+    adapt,
+    load_adapter,
+    lora_adapter,
+    merged,
+    resolve_targets,
+    resolve_trainable,
+)
 from genunlearn.methods import MethodParams, StepContext, get_method
 from genunlearn.models import MNISTVAE, load_model
-from genunlearn.objectives import StandardTask, VAEObjective
+from genunlearn.objectives import ReplacementTask, StandardTask, VAEObjective
 from tests.test_cli import run
 
 pytest.importorskip("peft")
@@ -282,3 +290,62 @@ def test_a_method_penalising_the_models_own_weights_is_refused_with_an_adapter(t
     code, _, err = run(args, capsys)
     assert code == 2 and "penalises changes of the model's own weights (EWC)" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+
+
+def test_trainable_patterns_select_parameters_by_dotted_parts_or_globs_and_errors():
+    m = SmallConvVAE()
+    assert resolve_trainable(m, ["dec"]) == ["dec.0.weight", "dec.0.bias", "dec.2.weight", "dec.2.bias"]
+    assert resolve_trainable(m, ["0"]) == ["enc.0.weight", "enc.0.bias", "dec.0.weight", "dec.0.bias"]
+    assert resolve_trainable(m, ["*.bias"], exclude=("enc",)) == ["head.bias", "dec.0.bias", "dec.2.bias"]
+    assert resolve_trainable(m, ["dec.2.weight", "head"]) == ["head.weight", "head.bias", "dec.2.weight"]
+    with pytest.raises(ConfigError, match="'ec' selects no parameter"):  # whole dotted parts, not substrings
+        resolve_trainable(m, ["ec"])
+    with pytest.raises(ConfigError, match="with --adapter lora the adapter trains"):
+        AdapterConfig(kind="lora", trainable=("dec",)).validate()
+    with pytest.raises(ConfigError, match="outside its frozen parts"):
+        adapt(ModelAdapter(m, frozen=["dec"]), AdapterConfig(trainable=("dec.0",)))
+
+
+class _Conditional(torch.nn.Module):
+    """A toy class-conditional regressor: a label-embedding table and a shared layer (a DiT in miniature)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(4, 3)
+        self.body = torch.nn.Linear(3, 3)
+
+    def loss(self, x, c):
+        return ((self.body(self.emb(c)) - x) ** 2).mean()
+
+
+def test_only_the_trainable_parameters_move_and_unused_label_rows_stay_exactly():
+    """Surgical replacement: with only the label embeddings trainable, S and UNO move the forget and target
+    labels' rows; the shared layer and the other labels' rows stay bit for bit (Adam never moves an unused row)."""
+    torch.manual_seed(0)
+    task = ReplacementTask(lambda model, x, c: model.loss(x, c), forget_condition=1, target_condition=2)
+    for method in ("s", "uno"):
+        model = _Conditional()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        adapter = adapt(model, AdapterConfig(trainable=("emb",)))
+        assert [p.shape for p in adapter.trainable_parameters()] == [torch.Size([4, 3])]
+        cfg = UnlearnConfig(method=method, steps=4, batch_size=4, beta_o=1.0, stop_at=None, lr=1e-2)
+        unlearn(adapter, task, torch.randn(8, 3), torch.randn(8, 3), cfg, progress=False)
+        after = model.state_dict()
+        assert torch.equal(after["body.weight"], before["body.weight"]), method
+        assert torch.equal(after["body.bias"], before["body.bias"]), method
+        moved = (after["emb.weight"] != before["emb.weight"]).any(1).tolist()
+        assert moved == [False, True, True, False], method
+
+
+def test_cli_trainable_trains_only_the_selected_layers(tmp_path, capsys):
+    out = tmp_path / "t"
+    args = ["unlearn", "--method", "s", "--steps", "2", "--batch-size", "32", "--monitor-samples", "64"]
+    code, _, err = run([*args, "--trainable", "decoder.3", "--bn-mode", "batch", "--out", str(out), "--quiet"], capsys)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trainable_parameters"] == 400 * 784 + 784
+    original, unlearned = load_model("mnist-vae").state_dict(), load_model("mnist-vae", out / "model.safetensors")
+    changed = {k for k, v in unlearned.state_dict().items() if not torch.equal(v, original[k])}
+    assert changed == {"decoder.3.weight", "decoder.3.bias"}
+    code, _, err = run([*args, "--trainable", "nothing.here", "--out", str(tmp_path / "x"), "--quiet"], capsys)
+    assert code != 0 and "selects no parameter" in err and "Traceback" not in err

@@ -989,6 +989,12 @@ def _lora_bench_options(func):
 )
 @_lora_bench_options
 @click.option(
+    "--trainable",
+    default=None,
+    help="Train only the parameters these comma-separated patterns select (e.g. class_embedder: the label "
+    "embeddings); default: all.",
+)
+@click.option(
     "--independent-classifier",
     type=click.Path(dir_okay=False),
     default=None,
@@ -1023,6 +1029,7 @@ def bench_mnist_dit(
     early_stop,
     lora_rank,
     lora_targets,
+    trainable,
     independent_classifier,
     independent_classifier_bn,
     quick,
@@ -1055,6 +1062,7 @@ def bench_mnist_dit(
         "preserve_target": preserve_target,
         "lora_rank": lora_rank,
         "lora_targets": _parse_str_list(lora_targets),
+        "trainable": _parse_str_list(trainable),
         "independent_classifier": independent_classifier,
         "independent_classifier_bn": independent_classifier_bn,
     }

@@ -68,6 +68,11 @@ class AdapterConfig:
         dropout: LoRA dropout on the adapted layers' inputs (0: the adapted model equals the original at the start).
         merge: write the merged weights as a plain checkpoint (model.safetensors) instead of the adapter in
             peft's format (adapter/).
+        trainable: without an adapter (kind none): train only the parameters these patterns select, the rest of
+            the model stays exactly as it is: a parameter or module name, or a dotted part of one
+            (class_embedder selects every class-embedding table of a DiT), or a glob on the full parameter name
+            (*.class_embedder.*); empty: every parameter (see resolve_trainable). BatchNorm running statistics
+            are buffers, not parameters: they follow bn_mode (train updates them; eval or batch keeps them).
     """
 
     kind: str = field(default="none", metadata={"cli": "adapter"})
@@ -76,6 +81,7 @@ class AdapterConfig:
     target_modules: tuple[str, ...] = ("all",)
     dropout: float = field(default=0.0, metadata={"cli": "lora-dropout"})
     merge: bool = False
+    trainable: tuple[str, ...] = ()
 
     def validate(self) -> AdapterConfig:
         """Check the fields (one-line errors)."""
@@ -91,6 +97,11 @@ class AdapterConfig:
             raise ConfigError(f"[adapter] dropout must lie in [0, 1), got {self.dropout}")
         if self.merge and self.kind == "none":
             raise ConfigError("[adapter] merge needs an adapter (--adapter lora)")
+        if self.trainable and self.kind != "none":
+            raise ConfigError(
+                "[adapter] trainable picks the model's own parameters; with --adapter lora the adapter trains "
+                "(choose its layers with --target-modules)"
+            )
         return self
 
     @property
@@ -129,6 +140,48 @@ def resolve_targets(
             )
         chosen.update(hits)
     return [n for n in candidates if n in chosen]
+
+
+def resolve_trainable(
+    model: nn.Module, patterns: tuple[str, ...] | list[str], *, exclude: tuple[str, ...] = ()
+) -> list[str]:
+    """Names of the parameters ``patterns`` select (``[adapter] trainable``), outside the modules ``exclude``.
+
+    A pattern with ``*``, ``?`` or ``[`` is a glob on the full parameter name; any other pattern selects the
+    parameters whose dotted name contains it as whole parts (``class_embedder``, ``transformer_blocks.0``,
+    ``decoder.3.weight``).
+
+    Raises:
+        ConfigError: if a pattern selects no parameter (naming a few candidates).
+    """
+    candidates = [n for n, p in model.named_parameters() if p.requires_grad and not _inside(n, exclude)]
+    chosen: set[str] = set()
+    for pat in patterns:
+        pat = pat.strip()
+        if any(ch in pat for ch in "*?["):
+            hits = [n for n in candidates if fnmatch.fnmatchcase(n, pat)]
+        else:
+            hits = [n for n in candidates if f".{pat}." in f".{n}."]
+        if not hits:
+            shown = ", ".join(candidates[:8]) + (" ..." if len(candidates) > 8 else "")
+            where = " outside its frozen parts" if exclude else ""
+            raise ConfigError(
+                f"--trainable {pat!r} selects no parameter of {type(model).__name__}{where} (e.g. {shown})"
+            )
+        chosen.update(hits)
+    return [n for n in candidates if n in chosen]
+
+
+def restricted_adapter(model: nn.Module | ModelAdapter, patterns: tuple[str, ...]) -> ModelAdapter:
+    """``model`` as an adapter whose trainable set is the parameters ``patterns`` select (:func:`resolve_trainable`),
+    within what the adapter already lets train (its frozen parts stay frozen, a predicate of its own still holds).
+    """
+    inner = as_adapter(model)
+    names = set(resolve_trainable(inner.model, patterns, exclude=inner.frozen))
+    names &= {n for n, p in inner.model.named_parameters() if inner.trainable is None or inner.trainable(n, p)}
+    if not names:
+        raise ConfigError(f"--trainable {','.join(patterns)} selects only parameters the model keeps frozen")
+    return ModelAdapter(inner.model, frozen=inner.frozen, trainable=lambda name, _p: name in names)
 
 
 def is_lora(model: Any) -> bool:
@@ -192,8 +245,11 @@ def lora_adapter(model: nn.Module | ModelAdapter, config: AdapterConfig, *, seed
 
 
 def adapt(model: nn.Module | ModelAdapter, config: AdapterConfig | None, *, seed: int = 0) -> ModelAdapter:
-    """``model`` as an adapter: LoRA-wrapped (initialised from ``seed``) if ``config`` asks for it, else unchanged."""
+    """``model`` as an adapter: LoRA-wrapped (initialised from ``seed``) if ``config`` asks for it, restricted to the
+    parameters ``config.trainable`` selects if it names any, else unchanged."""
     if config is None or not config.enabled:
+        if config is not None and config.trainable:
+            return restricted_adapter(model, config.trainable)
         return as_adapter(model)
     return lora_adapter(model, config, seed=seed)
 

@@ -88,6 +88,9 @@ class DiTBenchSettings:
         lora_rank: train a LoRA adapter of this rank (peft; base frozen; measured and saved merged) instead of the
             model's own weights; 0: full fine-tuning (the paper's).
         lora_targets: the layers the adapter adapts (:class:`~genunlearn.lora.AdapterConfig`'s ``target_modules``).
+        trainable: train only the parameters these patterns select, the rest of the DiT unchanged
+            (:class:`~genunlearn.lora.AdapterConfig`'s ``trainable``; e.g. ``class_embedder``: the label-embedding
+            tables); empty: every parameter (the paper's).
         independent_classifier: weights of a second MNIST classifier that re-reads the final samples (``None``: the
             bundled classifier's readings only); a resume with another file (sha256) is refused, not its path.
         independent_classifier_sha256: that file's sha256 (filled in by the bench; a given one must match).
@@ -119,6 +122,7 @@ class DiTBenchSettings:
     early_stop: bool = False
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ("all",)
+    trainable: tuple[str, ...] = ()
     independent_classifier: str | None = None
     independent_classifier_sha256: str | None = None
     independent_classifier_bn: bool | None = None
@@ -175,6 +179,10 @@ def _objective(s: DiTBenchSettings) -> ObjectiveConfig:
 
 
 def _adapter(s: DiTBenchSettings) -> AdapterConfig | None:
+    if s.trainable:
+        if s.lora_rank:
+            raise ConfigError("--trainable restricts the DiT's own weights; it does not combine with --lora-rank")
+        return AdapterConfig(trainable=tuple(s.trainable)).validate()
     if not s.lora_rank:
         return None
     return AdapterConfig(kind="lora", rank=s.lora_rank, target_modules=tuple(s.lora_targets)).validate()
@@ -465,6 +473,8 @@ def _stop_note(s: DiTBenchSettings) -> str:
 
 
 def _lora_note(s: DiTBenchSettings) -> str:
+    if s.trainable:
+        return f", only the parameters {','.join(s.trainable)} select trained (the rest of the DiT unchanged)"
     if not s.lora_rank:
         return ""
     return f", LoRA rank {s.lora_rank} on {','.join(s.lora_targets)} (peft, base frozen; measured merged)"
@@ -497,8 +507,9 @@ def settings_from(data: dict[str, Any]) -> DiTBenchSettings:
 
     names = {f.name for f in fields(DiTBenchSettings)}
     given = {k: v for k, v in data["settings"].items() if k in names}
-    if "lora_targets" in given:
-        given["lora_targets"] = tuple(given["lora_targets"])
+    for key in ("lora_targets", "trainable"):
+        if key in given:
+            given[key] = tuple(given[key])
     return DiTBenchSettings(**given)
 
 
