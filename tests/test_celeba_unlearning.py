@@ -137,6 +137,29 @@ def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
     code, _, err = run([*argv, "--lr", "1e-3", "--batch-size", "8", "--out", str(out)], capsys)
     errors = [line for line in err.splitlines() if line.startswith("error")]  # (the rest: the progress bar)
     assert code == 2 and len(errors) == 1 and "lr = 0.0001" in errors[0] and "another --out" in errors[0]
+    # ... and so does a resume with another independent classifier (its sha256), or without one
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other-clf.safetensors"
+    with safe_open(str(tiny_celeba / "clf.safetensors"), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(tiny_celeba / "clf.safetensors"))
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    state[key] = state[key] + 0.01
+    save_file(state, str(other), metadata=meta)
+    swapped = [
+        str(other) if a == str(tiny_celeba / "clf.safetensors") and argv[i - 1] == "--independent-classifier" else a
+        for i, a in enumerate(argv)
+    ]
+    code, _, err = run([*swapped, "--lr", "1e-4", "--batch-size", "8", "--out", str(out)], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(errors) == 1 and "independent classifier of sha256" in errors[0], err
+    i = argv.index("--independent-classifier")
+    without = argv[:i] + argv[i + 2 :]
+    code, _, err = run([*without, "--lr", "1e-4", "--batch-size", "8", "--out", str(out)], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(errors) == 1 and "has an independent classifier's reading" in errors[0], err
     # an audit of the seed-0 models in OUT/audit (here: the committed one of the real bench) joins the table
     import shutil
     from pathlib import Path

@@ -36,13 +36,19 @@ from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
 from genunlearn.errors import ConfigError
 from genunlearn.eval.monitor import wilson_interval
 from genunlearn.experiments.bench import read_bench_audit, render_audit_section
-from genunlearn.experiments.records import check_resumed, dumps_compact, read_seed_record, write_seed_record
+from genunlearn.experiments.records import (
+    check_inputs,
+    check_resumed,
+    dumps_compact,
+    read_seed_record,
+    write_seed_record,
+)
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.loop import UnlearnConfig
 from genunlearn.lora import AdapterConfig, merged
 from genunlearn.methods import METHODS
 from genunlearn.objectives import ObjectiveConfig
-from genunlearn.provenance import record_start, run_record, summarise_provenance
+from genunlearn.provenance import file_fingerprint, record_start, run_record, summarise_provenance
 
 CELEBA_METHODS: dict[str, str] = {
     "s": "Gradient surgery (S)",
@@ -140,9 +146,15 @@ def attribute_rates(session: UnlearnSession, model: torch.nn.Module, latents: to
 
 
 def run_one(
-    session: UnlearnSession, method: str, s: CelebABenchSettings, seed: int, independent: Any | None
+    session: UnlearnSession,
+    method: str,
+    s: CelebABenchSettings,
+    seed: int,
+    independent: Any | None,
+    independent_path: str | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """One (method, seed): record and model."""
+    """One (method, seed): record and model (``independent_path``: the independent classifier's file, fingerprinted
+    in the record's provenance)."""
     cfg = UnlearnConfig(
         method=method,
         steps=s.steps,
@@ -190,9 +202,17 @@ def run_one(
         },
         "config": asdict(cfg),
         "objective": asdict(objective),
-        "provenance": run_record({"method": method, "settings": asdict(s)}, inputs=session.bundle.info.get("inputs")),
+        "provenance": run_record({"method": method, "settings": asdict(s)}, inputs=_inputs(session, independent_path)),
     }
     return record, model
+
+
+def _inputs(session: UnlearnSession, independent_path: str | None) -> dict[str, Any]:
+    """The weight files a record depends on: the bundle's (VAE, classifier) and the independent classifier."""
+    inputs = dict(session.bundle.info.get("inputs") or {})
+    if independent_path is not None:
+        inputs["independent_classifier"] = independent_path
+    return inputs
 
 
 def _replace_classifier(monitor, classifier):
@@ -370,6 +390,7 @@ def run_celeba_bench(
     }
     records: dict[str, list[dict]] = {}
     models_seed0: dict[str, Any] = {}
+    fingerprints = {k: file_fingerprint(v) for k, v in _inputs(session, independent_classifier).items()}
     t0 = time.perf_counter()
     for method, seed in tqdm(
         [(m, k) for m in chosen for k in range(s.seeds)], desc="bench celeba64", disable=not progress
@@ -378,8 +399,16 @@ def run_celeba_bench(
         if path.is_file():
             rec = read_seed_record(path)
             check_resumed(rec, s, path)
+            check_inputs(rec, fingerprints, path)
+            if (rec.get("forget_fraction_final_independent") is None) != (independent is None):
+                has = "has no" if independent is not None else "has an"
+                raise ConfigError(
+                    f"{path} {has} independent classifier's reading, this run is "
+                    f"{'with' if independent is not None else 'without'} one: resume as it was made or write to "
+                    "another --out"
+                )
         else:
-            rec, model = run_one(session, method, s, seed, independent)
+            rec, model = run_one(session, method, s, seed, independent, independent_classifier)
             write_seed_record(path, rec, {"forget_fraction": s.monitor_samples})
             if seed == 0:
                 save_weights(model, path.with_suffix(".safetensors"))

@@ -165,6 +165,28 @@ def check_resumed(record: Mapping[str, Any], settings: Any, path: Path, free: Se
             )
 
 
+def check_inputs(record: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any] | None], path: Path) -> None:
+    """Refuse to reuse a per-seed record made from other weight files than ``inputs`` (name -> file fingerprint,
+    :func:`~genunlearn.provenance.file_fingerprint`; ``None``: no such file in this run).
+
+    Every file both this run and the record fingerprinted must have the same sha256 (paths may differ). Records
+    without provenance, and files a record older than its fingerprinting did not list, are trusted.
+    """
+    from genunlearn.errors import ConfigError
+
+    made = (record.get("provenance") or {}).get("inputs")
+    if not isinstance(made, Mapping):
+        return
+    for name, now in sorted(inputs.items()):
+        was = made.get(name)
+        if now is not None and isinstance(was, Mapping) and was.get("sha256") != now.get("sha256"):
+            raise ConfigError(
+                f"{path} was made with a {name.replace('_', ' ')} of sha256 {str(was.get('sha256'))[:12]}..., this run "
+                f"uses {str(now.get('sha256'))[:12]}... ({now.get('path')}): resume with the same files or write to "
+                "another --out"
+            )
+
+
 def _finite(values: Sequence[Any]) -> list[float]:
     return [v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
 
