@@ -12,6 +12,12 @@ Usage:
         ../shared/anchors/uno-paper-mnist/classifier.safetensors
     python benchmarks/independent_monitor.py results/mnist/authors \
         src/genunlearn/models/weights/mnist-classifier.safetensors bn
+
+The optional third argument ``bn`` / ``no-bn`` says whether the classifier applies ``bn1``; without it, the rule
+of ``genunlearn audit`` and ``bench compare`` (:func:`genunlearn.experiments.audit.independent_bn`): as the file
+records, applied when it records nothing (the UNO authors' file; their own forward skips ``bn1`` and then reads
+markedly fewer 1s among generated digits: ``benchmarks/results/independent_bn.json``). Until 2026-12-04 the
+default was ``bn1`` skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ from genunlearn.provenance import run_record
 from genunlearn.report import render_independent_monitor
 
 
-def main(bench_dir: str, classifier: str, use_bn: bool = False) -> None:
+def main(bench_dir: str, classifier: str, use_bn: bool | None = None) -> None:
+    from genunlearn.experiments.audit import independent_bn
+
+    use_bn = independent_bn(classifier, use_bn)
     bench = Path(bench_dir)
     results = json.loads((bench / "results.json").read_text())
     forget = results["spec"]["forget"]
@@ -78,4 +87,7 @@ def main(bench_dir: str, classifier: str, use_bn: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], use_bn=len(sys.argv) > 3 and sys.argv[3] == "bn")
+    flag = sys.argv[3] if len(sys.argv) > 3 else None
+    if flag not in (None, "bn", "no-bn"):
+        sys.exit(f"error: the third argument must be bn or no-bn, got {flag!r}")
+    main(sys.argv[1], sys.argv[2], use_bn=None if flag is None else flag == "bn")
