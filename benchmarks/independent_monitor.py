@@ -17,7 +17,7 @@ The optional third argument ``bn`` / ``no-bn`` says whether the classifier appli
 of ``genunlearn audit`` and ``bench compare`` (:func:`genunlearn.experiments.audit.independent_bn`): as the file
 records, applied when it records nothing (the UNO authors' file; their own forward skips ``bn1`` and then reads
 markedly fewer 1s among generated digits: ``benchmarks/results/independent_bn.json``). Until 2026-12-04 the
-default was ``bn1`` skipped.
+default was ``bn1`` skipped. ``--out DIR`` writes the two files into ``DIR`` instead of the bench folder.
 """
 
 from __future__ import annotations
@@ -36,11 +36,14 @@ from genunlearn.provenance import run_record
 from genunlearn.report import render_independent_monitor
 
 
-def main(bench_dir: str, classifier: str, use_bn: bool | None = None) -> None:
+def main(bench_dir: str, classifier: str, use_bn: bool | None = None, out: str | None = None) -> None:
+    """Re-measure ``bench_dir``'s seed-0 models; write into ``out`` (default: the bench folder itself)."""
     from genunlearn.experiments.audit import independent_bn
 
     use_bn = independent_bn(classifier, use_bn)
     bench = Path(bench_dir)
+    target = Path(out) if out else bench
+    target.mkdir(parents=True, exist_ok=True)
     results = json.loads((bench / "results.json").read_text())
     forget = results["spec"]["forget"]
     clf = load_model("mnist-classifier", classifier, use_bn=use_bn)
@@ -80,14 +83,24 @@ def main(bench_dir: str, classifier: str, use_bn: bool | None = None) -> None:
             inputs={"classifier": classifier, "vae": results["spec"]["checkpoint"]},
         ),
     }
-    atomic_write_text(bench / "independent_monitor.json", dumps_compact(data))
+    atomic_write_text(target / "independent_monitor.json", dumps_compact(data))
     text = render_independent_monitor(data)
-    atomic_write_text(bench / "independent_monitor.md", text)
+    atomic_write_text(target / "independent_monitor.md", text)
     print(text)
 
 
 if __name__ == "__main__":
-    flag = sys.argv[3] if len(sys.argv) > 3 else None
+    args = sys.argv[1:]
+    out_dir = None
+    if "--out" in args:
+        i = args.index("--out")
+        if i + 1 >= len(args):
+            sys.exit("error: --out needs a folder")
+        out_dir = args[i + 1]
+        args = args[:i] + args[i + 2 :]
+    if len(args) not in (2, 3):
+        sys.exit("usage: independent_monitor.py BENCH_DIR CLASSIFIER [bn|no-bn] [--out DIR]")
+    flag = args[2] if len(args) > 2 else None
     if flag not in (None, "bn", "no-bn"):
         sys.exit(f"error: the third argument must be bn or no-bn, got {flag!r}")
-    main(sys.argv[1], sys.argv[2], use_bn=None if flag is None else flag == "bn")
+    main(args[0], args[1], use_bn=None if flag is None else flag == "bn", out=out_dir)
