@@ -291,6 +291,7 @@ def _valid_value(tp, name, section=""):
         "adapter.target_modules": st.lists(
             st.sampled_from(["all", "decoder.0", "to_q", "decoder.*", "enc_mu"]), min_size=1, max_size=3
         ).map(tuple),
+        "adapter.trainable": st.just(()),  # patterns need kind none: a valid config cannot draw it independently
     }
     if f"{section}.{name}" in qualified:
         s = qualified[f"{section}.{name}"]
