@@ -22,8 +22,8 @@ default was ``bn1`` skipped. ``--out DIR`` writes the two files into ``DIR`` ins
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -90,17 +90,10 @@ def main(bench_dir: str, classifier: str, use_bn: bool | None = None, out: str |
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    out_dir = None
-    if "--out" in args:
-        i = args.index("--out")
-        if i + 1 >= len(args):
-            sys.exit("error: --out needs a folder")
-        out_dir = args[i + 1]
-        args = args[:i] + args[i + 2 :]
-    if len(args) not in (2, 3):
-        sys.exit("usage: independent_monitor.py BENCH_DIR CLASSIFIER [bn|no-bn] [--out DIR]")
-    flag = args[2] if len(args) > 2 else None
-    if flag not in (None, "bn", "no-bn"):
-        sys.exit(f"error: the third argument must be bn or no-bn, got {flag!r}")
-    main(args[0], args[1], use_bn=None if flag is None else flag == "bn", out=out_dir)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("bench_dir", help="a genunlearn bench mnist output folder")
+    ap.add_argument("classifier", help="the independent MNIST classifier's weights")
+    ap.add_argument("bn", nargs="?", choices=["bn", "no-bn"], help="apply bn1 or skip it (default: audit's rule)")
+    ap.add_argument("--out", default=None, help="write the two files here instead of into BENCH_DIR")
+    args = ap.parse_args()
+    main(args.bench_dir, args.classifier, use_bn=None if args.bn is None else args.bn == "bn", out=args.out)

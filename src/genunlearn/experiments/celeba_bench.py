@@ -41,6 +41,7 @@ from genunlearn.experiments.records import (
     check_resumed,
     dumps_compact,
     read_seed_record,
+    weight_inputs,
     write_seed_record,
 )
 from genunlearn.experiments.session import UnlearnSession
@@ -202,17 +203,11 @@ def run_one(
         },
         "config": asdict(cfg),
         "objective": asdict(objective),
-        "provenance": run_record({"method": method, "settings": asdict(s)}, inputs=_inputs(session, independent_path)),
+        "provenance": run_record(
+            {"method": method, "settings": asdict(s)}, inputs=weight_inputs(session, independent_path)
+        ),
     }
     return record, model
-
-
-def _inputs(session: UnlearnSession, independent_path: str | None) -> dict[str, Any]:
-    """The weight files a record depends on: the bundle's (VAE, classifier) and the independent classifier."""
-    inputs = dict(session.bundle.info.get("inputs") or {})
-    if independent_path is not None:
-        inputs["independent_classifier"] = independent_path
-    return inputs
 
 
 def _replace_classifier(monitor, classifier):
@@ -390,7 +385,7 @@ def run_celeba_bench(
     }
     records: dict[str, list[dict]] = {}
     models_seed0: dict[str, Any] = {}
-    fingerprints = {k: file_fingerprint(v) for k, v in _inputs(session, independent_classifier).items()}
+    fingerprints = {k: file_fingerprint(v) for k, v in weight_inputs(session, independent_classifier).items()}
     t0 = time.perf_counter()
     for method, seed in tqdm(
         [(m, k) for m in chosen for k in range(s.seeds)], desc="bench celeba64", disable=not progress

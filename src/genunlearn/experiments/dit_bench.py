@@ -38,7 +38,7 @@ from genunlearn.eval.memory import peak_live_tensor_bytes
 from genunlearn.eval.monitor import wilson_interval
 from genunlearn.experiments.bench import first_below, held_below, read_bench_audit, render_audit_section, stays_below
 from genunlearn.experiments.records import check_resumed as _check_resumed
-from genunlearn.experiments.records import dumps_compact, read_seed_record, write_seed_record
+from genunlearn.experiments.records import dumps_compact, read_seed_record, weight_inputs, write_seed_record
 from genunlearn.experiments.session import UnlearnSession
 from genunlearn.loop import UnlearnConfig
 from genunlearn.lora import AdapterConfig, adapt, merged
@@ -215,14 +215,6 @@ def load_independent(session: UnlearnSession, s: DiTBenchSettings) -> Any | None
     return _independent(session, s.independent_classifier, s.independent_classifier_bn, allow_pickle=False)
 
 
-def _inputs(session: UnlearnSession, s: DiTBenchSettings) -> dict[str, Any] | None:
-    """The weight files a record depends on (the bundle's, and the independent classifier)."""
-    inputs = session.bundle.info.get("inputs")
-    if s.independent_classifier is None:
-        return inputs
-    return {**(inputs or {}), "independent_classifier": s.independent_classifier}
-
-
 def independent_reading(
     reading: Any, accuracy: dict[str, Any], s: DiTBenchSettings, kept: list[str], final: bool
 ) -> dict[str, Any]:
@@ -294,7 +286,9 @@ def run_one(
         "curve": {"forget_fraction": ff, "compute_time_s": times},
         "config": asdict(cfg),
         "objective": asdict(objective),
-        "provenance": run_record({"method": method, "settings": asdict(s)}, inputs=_inputs(session, s)),
+        "provenance": run_record(
+            {"method": method, "settings": asdict(s)}, inputs=weight_inputs(session, s.independent_classifier)
+        ),
     }
     if independent is not None:
         record.update(independent_reading(final_ind[0], accuracy_ind[0], s, kept, final=True))
@@ -611,7 +605,7 @@ def run_dit_bench(
                 "wall_time_this_session_s": time.perf_counter() - t0,
                 "provenance": run_record(
                     {"title": title, "methods": chosen, "settings": asdict(s), "checkpoint": checkpoint},
-                    inputs=_inputs(session, s),
+                    inputs=weight_inputs(session, s.independent_classifier),
                 ),
                 "run_provenance": summarise_provenance([r.get("provenance") for rs in records.values() for r in rs]),
             }

@@ -165,6 +165,15 @@ def check_resumed(record: Mapping[str, Any], settings: Any, path: Path, free: Se
             )
 
 
+def weight_inputs(session: Any, independent_classifier: str | None = None) -> dict[str, Any]:
+    """The weight files a bench record depends on (``provenance.run_record``'s ``inputs``): the session bundle's
+    (generator, classifier) and, when one is used, the independent classifier's file."""
+    inputs = dict(session.bundle.info.get("inputs") or {})
+    if independent_classifier is not None:
+        inputs["independent_classifier"] = independent_classifier
+    return inputs
+
+
 def check_inputs(record: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any] | None], path: Path) -> None:
     """Refuse to reuse a per-seed record made from other weight files than ``inputs`` (name -> file fingerprint,
     :func:`~genunlearn.provenance.file_fingerprint`; ``None``: no such file in this run).
