@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -97,8 +98,13 @@ def read_ids(path: str | Path) -> list[int]:
     return ids
 
 
-def training_mask(config: TrainConfig, labels: torch.Tensor) -> torch.Tensor:
-    """Boolean mask of the training examples the recipe uses (all but the excluded classes and ids)."""
+def training_mask(config: Any, labels: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of the training examples the recipe uses (all but the excluded classes and ids).
+
+    ``config``: any training config with ``dataset`` and ``exclude_classes`` (:class:`TrainConfig`, the DiT's and the
+    I2I model's); ``exclude_ids`` (a file of sample ids) where the recipe has it.
+    """
+    exclude_ids = getattr(config, "exclude_ids", None)
     keep = torch.ones(len(labels), dtype=torch.bool)
     if config.exclude_classes:
         present = set(torch.unique(labels).tolist())
@@ -107,10 +113,10 @@ def training_mask(config: TrainConfig, labels: torch.Tensor) -> torch.Tensor:
             classes = sorted(present)
             raise DataError(f"exclude class {missing[0]} does not exist in {config.dataset} (classes: {classes})")
         keep &= ~torch.isin(labels, torch.tensor(list(config.exclude_classes), dtype=labels.dtype))
-    if config.exclude_ids is not None:
-        ids = torch.tensor(read_ids(config.exclude_ids), dtype=torch.int64)
+    if exclude_ids is not None:
+        ids = torch.tensor(read_ids(exclude_ids), dtype=torch.int64)
         if int(ids.min()) < 0 or int(ids.max()) >= len(labels):
-            raise DataError(f"{config.exclude_ids}: sample ids must lie in [0, {len(labels)})")
+            raise DataError(f"{exclude_ids}: sample ids must lie in [0, {len(labels)})")
         keep[ids] = False
     if int(keep.sum()) < 2:
         raise DataError("fewer than two training examples are left after the exclusions")

@@ -81,11 +81,6 @@ class DiTTrainConfig:
     device: str = "auto"
     exclude_classes: tuple[int, ...] = ()
 
-    @property
-    def exclude_ids(self) -> None:
-        """No sample exclusion for the DiT (:func:`genunlearn.train.training_mask` reads this)."""
-        return None
-
     def validate(self) -> DiTTrainConfig:
         """Raise :class:`ConfigError` on invalid values; returns ``self``."""
         if self.epochs < 1 or self.batch_size < 1:
@@ -225,7 +220,7 @@ def train_dit(
         ema.n_averaged.copy_(torch.load(paths["ema_state"], map_location=device, weights_only=True)["n_averaged"])
         opt.load_state_dict(torch.load(paths["opt"], map_location=device, weights_only=True))
         start_epoch, history = state["epoch"], state["history"]
-    keep = training_mask(config, train_set.labels)  # type: ignore[arg-type]
+    keep = training_mask(config, train_set.labels)
     x_all = train_set.flat_float()[keep].to(device)
     y_all = train_set.labels[keep].to(device)
     n = x_all.shape[0]

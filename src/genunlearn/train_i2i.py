@@ -69,11 +69,6 @@ class I2ITrainConfig:
     eval_images: int = 0
     device: str = "auto"
 
-    @property
-    def exclude_ids(self) -> None:
-        """No sample exclusion for the I2I model (:func:`genunlearn.train.training_mask` reads this)."""
-        return None
-
     def validate(self) -> I2ITrainConfig:
         """Check the options (one-line :class:`ConfigError`)."""
         check_task(self.task)
@@ -125,7 +120,7 @@ def train_i2i(
     model = MNISTI2I(**config.build_options()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     objective = I2IReconstruction()
-    keep = training_mask(config, train_set.labels)  # type: ignore[arg-type]
+    keep = training_mask(config, train_set.labels)
     ck_path, weights_path = out / "checkpoint.pt", out / "model.safetensors"
     history: list[dict[str, Any]] = []
     start_epoch = 0
