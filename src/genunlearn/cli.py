@@ -994,6 +994,8 @@ def _lora_bench_options(func):
     help="Train only the parameters these comma-separated patterns select (e.g. class_embedder: the label "
     "embeddings); default: all.",
 )
+@click.option("--ewc-lambda", type=click.FloatRange(min=0), default=None, help="amnesia: EWC weight (default 100).")
+@click.option("--replay-weight", type=click.FloatRange(min=0), default=None, help="amnesia: replay weight (default 1).")
 @click.option(
     "--independent-classifier",
     type=click.Path(dir_okay=False),
@@ -1030,6 +1032,8 @@ def bench_mnist_dit(
     lora_rank,
     lora_targets,
     trainable,
+    ewc_lambda,
+    replay_weight,
     independent_classifier,
     independent_classifier_bn,
     quick,
@@ -1063,6 +1067,8 @@ def bench_mnist_dit(
         "lora_rank": lora_rank,
         "lora_targets": _parse_str_list(lora_targets),
         "trainable": _parse_str_list(trainable),
+        "ewc_lambda": ewc_lambda,
+        "replay_weight": replay_weight,
         "independent_classifier": independent_classifier,
         "independent_classifier_bn": independent_classifier_bn,
     }

@@ -91,6 +91,8 @@ class DiTBenchSettings:
         trainable: train only the parameters these patterns select, the rest of the DiT unchanged
             (:class:`~genunlearn.lora.AdapterConfig`'s ``trainable``; e.g. ``class_embedder``: the label-embedding
             tables); empty: every parameter (the paper's).
+        ewc_lambda, replay_weight: ``amnesia``'s EWC weight lambda and replay weight gamma (the engine's defaults,
+            100 and 1, are Selective Amnesia's MNIST values; what lambda means depends on the loss's scale).
         independent_classifier: weights of a second MNIST classifier that re-reads the final samples (``None``: the
             bundled classifier's readings only); a resume with another file (sha256) is refused, not its path.
         independent_classifier_sha256: that file's sha256 (filled in by the bench; a given one must match).
@@ -123,6 +125,8 @@ class DiTBenchSettings:
     lora_rank: int = 0
     lora_targets: tuple[str, ...] = ("all",)
     trainable: tuple[str, ...] = ()
+    ewc_lambda: float = 100.0
+    replay_weight: float = 1.0
     independent_classifier: str | None = None
     independent_classifier_sha256: str | None = None
     independent_classifier_bn: bool | None = None
@@ -165,6 +169,8 @@ def _config(method: str, s: DiTBenchSettings, seed: int) -> UnlearnConfig:
         lr=s.lr,
         batch_size=s.batch_size,
         beta_o=s.beta_o,
+        ewc_lambda=s.ewc_lambda,
+        replay_weight=s.replay_weight,
         stop_at=s.threshold,
         early_stop=s.early_stop,
         seed=seed,
@@ -408,7 +414,7 @@ def render_table(
         f"({s.class_samples} samples per class); FID of the kept classes' samples "
         f"{_opt(original.get('fid_kept'), '.2f')} ({s.fid_samples} samples, classifier features). "
         f"{s.seeds} seeds, K = {s.steps} updates, batch {s.batch_size}, lr {s.lr:g}, beta_o {s.beta_o:g}, "
-        f"{s.loss_reduction} loss{_preserve_note(s)}{_lora_note(s)}{_stop_note(s)}; "
+        f"{s.loss_reduction} loss{_amnesia_note(s, rows)}{_preserve_note(s)}{_lora_note(s)}{_stop_note(s)}; "
         f"monitor: {s.monitor_samples} noises per seed, read every "
         f"{s.monitor_every} updates; sampler {s.sampler} {s.sampler_steps} steps, guidance {s.guidance_scale:g}. "
         "Mean (std) over seeds; updates and time over the seeds that reached the threshold. Held: below the "
@@ -455,6 +461,12 @@ def _independent_note(original: dict[str, Any], s: DiTBenchSettings) -> str:
         f"(95% CI {lo:.3f}-{hi:.3f}), as {t}: {original['target_share_independent']:.3f}, other classes' accuracy "
         f"{original['accuracy_other_classes_independent']:.3f}."
     )
+
+
+def _amnesia_note(s: DiTBenchSettings, rows: list[dict]) -> str:
+    if not any(r["method"] == "amnesia" for r in rows):
+        return ""
+    return f", amnesia: EWC lambda {s.ewc_lambda:g}, replay weight {s.replay_weight:g}"
 
 
 def _stop_note(s: DiTBenchSettings) -> str:

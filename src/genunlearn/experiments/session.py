@@ -279,6 +279,14 @@ class UnlearnSession:
                     device=self.device,
                 )
             elif isinstance(obj, DiffusionObjective):
+                sampler = self.bundle.sampler
+                generate = noise_shape = None
+                if sampler is not None and getattr(sampler, "conditional", False):
+                    noise_shape = tuple(sampler.draw(1, None).shape[1:])
+
+                    def generate(model: nn.Module, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                        return sampler.generate(model, noise, labels=labels)  # type: ignore[call-arg]
+
                 built = diffusion_terms(
                     names,
                     self.fresh_model(),
@@ -290,6 +298,11 @@ class UnlearnSession:
                     guidance=objective.guidance,
                     siss_mixture=objective.siss_mixture,
                     siss_forget_scale=objective.siss_forget_scale,
+                    generate=generate,
+                    noise_shape=noise_shape,
+                    samples=batch_size,
+                    pool_samples=objective.fisher_samples,
+                    device=self.device,
                 )
             else:
                 raise ConfigError(

@@ -24,7 +24,8 @@ class ObjectiveConfig:
         alpha: threshold of eq. 9 (``bernoulli`` only).
         hat_samples: samples generated per step for the hat term (paper: N_g = B).
         replace_neighbors: ``rep``: retained neighbours per forget example (targets of ``L_rep``).
-        fisher_samples: ``amnesia``: samples of the original model the EWC Fisher is estimated from.
+        fisher_samples: ``amnesia``: samples of the original model the EWC Fisher is estimated from (a diffusion
+            model: they are also the replay pool, generated once, balanced over the labels).
         guidance: ``esd``: the negative guidance scale (ESD: 1).
         siss_mixture: ``siss``: probability of noising the forget example of a pair (SISS: 0.5).
         siss_forget_scale: ``siss``: weight of the subtracted forget term (1: the exact retain loss).

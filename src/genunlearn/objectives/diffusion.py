@@ -82,10 +82,17 @@ class DiffusionObjective:
         b = x0.shape[0]
         t = per_example_randint(0, self.num_train_timesteps, b, device=x0.device)
         noise = per_example_randn_like(x0)
-        x_t = self.scheduler.add_noise(x0, noise, t)
         if labels is not None and self.label_dropout > 0:
             drop = per_example_rand(b, device=x0.device) < self.label_dropout
             labels = torch.where(drop, torch.full_like(labels, int(self.null_label)), labels)  # type: ignore[arg-type]
+        per = self.per_example(model, x0, labels, t, noise)
+        return per.mean() if self.reduction == "mean" else per.sum()
+
+    def per_example(
+        self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-example denoising losses ``(B,)`` (mean over elements) of clean ``x0`` at timesteps ``t``, ``noise``."""
+        x_t = self.scheduler.add_noise(x0, noise, t)
         pred = model_prediction(model, x_t, t, labels)
         if self.prediction == "epsilon":
             target = noise
@@ -93,8 +100,7 @@ class DiffusionObjective:
             target = self.scheduler.get_velocity(x0, noise, t)
         else:
             target = x0
-        per = (pred.float() - target.float()).pow(2).reshape(b, -1).mean(dim=1)
-        return per.mean() if self.reduction == "mean" else per.sum()
+        return (pred.float() - target.float()).pow(2).reshape(x0.shape[0], -1).mean(dim=1)
 
     def distillation(
         self, model: nn.Module, frozen: nn.Module, x0: torch.Tensor, labels: torch.Tensor | None

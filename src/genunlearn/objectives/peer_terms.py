@@ -17,6 +17,11 @@ posteriors of the forget examples. Choices and their justification: ``docs/peers
 - ``ewc`` (SA): :class:`EWCPenalty` with :func:`fisher_diagonal` from samples of the original model.
 - ``negative_guidance`` (ESD): :class:`NegativeGuidance`.
 - ``siss`` (SISS): :class:`SISSLoss`.
+
+Selective Amnesia on a class-conditional diffusion model (as SA's DDPM code): ``surrogate`` is
+:class:`DiffusionSurrogate` (the forget label's denoising loss on uniform-noise images), ``replay`` is
+:class:`DiffusionReplay` over a pool of samples the frozen original generates once under the retained labels
+(:func:`generate_pool`), and ``ewc``'s Fisher is :func:`diffusion_fisher` of the same pool (all labels).
 """
 
 from __future__ import annotations
@@ -435,6 +440,120 @@ class SISSLoss:
         return _reduce(per, self.objective.reduction)
 
 
+@dataclass
+class DiffusionSurrogate:
+    """Selective Amnesia's surrogate for a class-conditional diffusion model: forget label -> uniform noise.
+
+    The denoising loss (the objective's) of images drawn uniformly in ``[0, 1]`` in the data's input format
+    (mapped by the objective's preprocessing, e.g. to ``[-1, 1]``, as SA's DDPM code draws them) under the forget
+    labels, one image per forget example of the step's batch: the forget batch gives only the count and the
+    labels, never its images. No label dropout.
+
+    Attributes:
+        objective: the model's :class:`DiffusionObjective`.
+    """
+
+    objective: DiffusionObjective
+
+    def __call__(self, model: nn.Module, retain_batch: Any, forget_batch: Any) -> torch.Tensor:
+        x = batch_inputs(forget_batch)
+        y = batch_labels(forget_batch)
+        if y is None:
+            raise DataError("the surrogate term needs labelled forget batches (x, y): a class-conditional model")
+        noise_images = torch.rand(x.shape, device=x.device, dtype=x.dtype)
+        labels = torch.as_tensor(y, device=x.device).long().reshape(-1)
+        return self.objective.loss(model, self.objective._prepare(noise_images), labels)
+
+
+@dataclass
+class DiffusionReplay:
+    """Generative replay for a class-conditional diffusion model: the denoising loss of the frozen original's samples.
+
+    Each call draws ``samples`` entries of a pool the frozen original generated under the retained labels
+    (:func:`generate_pool`; SA's DDPM code also samples its replay set once, 500 images per class) and returns the
+    objective's loss of those images under their labels.
+
+    Attributes:
+        objective: the model's :class:`DiffusionObjective`.
+        images: pool images in the data's input format ``(N, ...)``.
+        labels: their labels ``(N,)``.
+        samples: images per call (the batch size).
+    """
+
+    objective: DiffusionObjective
+    images: torch.Tensor
+    labels: torch.Tensor
+    samples: int = 128
+
+    def __post_init__(self) -> None:
+        if self.images.shape[0] == 0:
+            raise ConfigError("the replay pool holds no sample of a retained label")
+
+    def __call__(self, model: nn.Module, retain_batch: Any = None, forget_batch: Any = None) -> torch.Tensor:
+        i = torch.randint(0, self.images.shape[0], (self.samples,), device=self.images.device)
+        return self.objective.loss(model, self.objective._prepare(self.images[i]), self.labels[i])
+
+
+def generate_pool(
+    generate: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    frozen: nn.Module,
+    noise_shape: Sequence[int],
+    num_classes: int,
+    size: int,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    chunk: int = 250,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` samples of ``frozen`` under labels ``0, 1, ..., num_classes - 1, 0, ...`` (balanced), with labels.
+
+    ``generate(model, noise, labels) -> images`` is the model's sampler (in the data's input format); the initial
+    noises come from a generator seeded by ``30_000 + seed``. Returns ``(images, labels)`` on ``device``.
+    """
+    if size < 1:
+        raise ConfigError(f"the sample pool needs at least one sample, got {size}")
+    g = torch.Generator().manual_seed(30_000 + seed)
+    labels = torch.arange(size) % num_classes
+    noise = torch.randn(size, *noise_shape, generator=g)
+    out = []
+    with torch.no_grad():
+        for a in range(0, size, chunk):
+            out.append(generate(frozen, noise[a : a + chunk].to(device), labels[a : a + chunk].to(device)).to(device))
+    return torch.cat(out), labels.to(device)
+
+
+def diffusion_fisher(
+    model: nn.Module,
+    objective: DiffusionObjective,
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    timesteps: int = 10,
+) -> dict[str, torch.Tensor]:
+    """Diagonal Fisher of a diffusion model from samples: per sample, the squared gradient of its denoising loss.
+
+    SA's DDPM code squares, per generated sample, the gradient of its loss summed over all 1000 timesteps (the
+    ELBO). Here the loss of one sample is the mean over ``timesteps`` stratified timesteps (one in each of
+    ``timesteps`` equal bins of the schedule, each with its own noise): a Monte Carlo estimate of the mean over
+    all timesteps, i.e. SA's sum up to the factor ``num_train_timesteps`` (squared in the Fisher; the EWC weight
+    lambda absorbs it). Per-example loss as the objective defines it (mean over elements). Timesteps and noise come
+    from the global random state.
+    """
+    if timesteps < 1:
+        raise ConfigError(f"the Fisher needs at least one timestep per sample, got {timesteps}")
+    n_t = objective.num_train_timesteps
+    width = n_t / timesteps
+
+    def per_sample(m: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        j = int(index.reshape(-1)[0])
+        x0 = objective._prepare(images[j : j + 1]).expand(timesteps, *images.shape[1:]).contiguous()
+        t = (torch.arange(timesteps, device=x0.device) * width + torch.rand(timesteps, device=x0.device) * width).long()
+        t = t.clamp(max=n_t - 1)
+        y = None if labels is None else labels[j : j + 1].expand(timesteps)
+        return objective.per_example(m, x0, y, t, torch.randn_like(x0)).mean()
+
+    return fisher_diagonal(model, per_sample, [torch.arange(images.shape[0])])
+
+
 # --- building them -------------------------------------------------------------------------------------------
 
 
@@ -538,9 +657,34 @@ def diffusion_terms(
     guidance: float = 1.0,
     siss_mixture: float = 0.5,
     siss_forget_scale: float = 1.0,
+    generate: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    noise_shape: Sequence[int] | None = None,
+    samples: int = 128,
+    pool_samples: int = 500,
+    fisher_timesteps: int = 10,
+    device: torch.device | str | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """The named terms for a diffusion model trained with ``objective`` (class-conditional unless SISS)."""
+    """The named terms for a diffusion model trained with ``objective`` (class-conditional unless SISS).
+
+    Selective Amnesia's ``replay`` and ``ewc`` need the model's sampler, ``generate(model, noise, labels)`` with
+    initial noises of ``noise_shape``: the frozen original generates ``pool_samples`` samples once, balanced over
+    all labels (seeded by ``seed``); ``replay`` draws ``samples`` per call from those of retained labels, and the
+    Fisher of ``ewc`` is estimated from all of them (:func:`diffusion_fisher`, ``fisher_timesteps`` per sample).
+    """
+    names = list(names)
+    if device is None:
+        device = next(original.parameters()).device
     out: dict[str, Any] = {}
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None
+    frozen: nn.Module | None = None
+    if {"replay", "ewc"} & set(names):
+        if generate is None or noise_shape is None:
+            raise ConfigError(
+                "Selective Amnesia's replay and EWC terms on a diffusion model need its sampler (a model with one)"
+            )
+        frozen = frozen_copy(original)
+        pool = generate_pool(generate, frozen, noise_shape, num_classes, pool_samples, seed=seed, device=device)
     for name in names:
         if name == "relabel":
             out[name] = DiffusionRelabel(objective, num_classes, forget_classes)
@@ -548,6 +692,19 @@ def diffusion_terms(
             out[name] = NegativeGuidance(objective, frozen_copy(original), guidance)
         elif name == "siss":
             out[name] = SISSLoss(objective, n_data, n_forget, siss_mixture, siss_forget_scale)
+        elif name == "surrogate":
+            out[name] = DiffusionSurrogate(objective)
+        elif name == "replay":
+            assert pool is not None
+            keep = ~torch.isin(pool[1], torch.tensor(list(forget_classes), device=pool[1].device))
+            out[name] = DiffusionReplay(objective, pool[0][keep], pool[1][keep], samples)
+        elif name == "ewc":
+            assert pool is not None
+            per_example = copy.deepcopy(original)
+            fisher = diffusion_fisher(
+                per_example, objective, pool[0], pool[1] if objective.conditional_model else None, fisher_timesteps
+            )
+            out[name] = EWCPenalty.around(original, fisher)
         else:
             raise ConfigError(f"no diffusion version of the term {name!r}")
     return out
