@@ -18,10 +18,15 @@ from genunlearn.methods import peers as peer_module
 from genunlearn.objectives import DiffusionObjective, StandardTask, VAEObjective
 from genunlearn.objectives.peer_terms import (
     DiffusionRelabel,
+    DiffusionReplay,
+    DiffusionSurrogate,
     EWCPenalty,
     NegativeGuidance,
     SISSLoss,
+    diffusion_fisher,
+    diffusion_terms,
     fisher_diagonal,
+    generate_pool,
     other_labels,
     vae_terms,
 )
@@ -448,12 +453,110 @@ def test_siss_pairs_forget_examples_with_retained_ones_of_their_class():
     assert model.calls[-1][1].tolist() == [2]  # the class-1 forget example has no partner and is dropped
 
 
+def _label_images(model, noise, labels):
+    """A fake sampler: every image of label c is the constant c / 10 (so a pool's images name their labels)."""
+    return torch.zeros_like(noise) + labels.view(-1, 1, 1, 1).float() / 10
+
+
+def _toy_amnesia_terms(model, obj, **kw):
+    """Selective Amnesia's three terms for the toy denoiser: 4 labels, forget label 1, a pool of 40 samples."""
+    return diffusion_terms(
+        ["surrogate", "replay", "ewc"],
+        model,
+        obj,
+        num_classes=4,
+        forget_classes=[1],
+        n_data=100,
+        n_forget=10,
+        generate=_label_images,
+        noise_shape=(1, 2, 2),
+        samples=8,
+        pool_samples=40,
+        **kw,
+    )
+
+
+def test_amnesia_surrogate_is_the_forget_labels_loss_on_uniform_noise_never_the_forget_images():
+    torch.manual_seed(0)
+    model, obj = TinyDenoiser(classes=4), _diffusion()
+    term = DiffusionSurrogate(obj)
+    batch = _labelled(6, 1, 1)
+    torch.manual_seed(3)
+    loss = term(model, None, batch)
+    torch.manual_seed(3)  # the same draws: the noise images, then the objective's timesteps and noise
+    expected = obj.loss(model, torch.rand(6, 1, 2, 2), torch.full((6,), 1))
+    torch.testing.assert_close(loss, expected)
+    torch.manual_seed(3)
+    torch.testing.assert_close(term(model, None, (batch[0] + 5.0, batch[1])), loss)  # other images: same loss
+    g = torch.autograd.grad(loss, [model.a])[0]
+    assert g[1] != 0 and bool((g[[0, 2, 3, 4]] == 0).all())  # through the forget label only
+
+
+def test_amnesia_replay_pool_holds_only_retained_labels_and_the_fisher_all_of_them():
+    torch.manual_seed(0)
+    model, obj = TinyDenoiser(classes=4), _diffusion()
+    images, labels = generate_pool(_label_images, model, (1, 2, 2), num_classes=4, size=40)
+    assert labels.tolist() == [i % 4 for i in range(40)]
+    torch.testing.assert_close(images[:, 0, 0, 0], labels.float() / 10)
+    terms = _toy_amnesia_terms(model, obj, fisher_timesteps=4)
+    replay = terms["replay"]
+    assert isinstance(replay, DiffusionReplay) and len(replay.labels) == 30
+    assert 1 not in replay.labels.tolist()
+    torch.testing.assert_close(replay.images[:, 0, 0, 0], replay.labels.float() / 10)  # images keep their labels
+    torch.manual_seed(9)
+    loss = replay(model)
+    torch.manual_seed(9)
+    i = torch.randint(0, 30, (8,))
+    torch.testing.assert_close(loss, obj.loss(model, replay.images[i], replay.labels[i]))
+    fisher = terms["ewc"].fisher
+    assert bool((fisher["a"][:4] > 0).all()) and float(fisher["a"][4]) == 0.0  # every label of the pool, not null
+    with pytest.raises(ConfigError, match="need its sampler"):
+        diffusion_terms(["replay"], model, obj, num_classes=4, forget_classes=[1], n_data=100, n_forget=10)
+
+
+def test_diffusion_fisher_is_the_mean_squared_gradient_of_each_samples_stratified_loss():
+    torch.manual_seed(0)
+    model, obj = TinyDenoiser(classes=4), _diffusion()
+    images, labels = torch.rand(5, 1, 2, 2), torch.tensor([0, 1, 2, 3, 1])
+    torch.manual_seed(4)
+    fisher = diffusion_fisher(model, obj, images, labels, timesteps=4)
+    torch.manual_seed(4)  # independent: per sample, one timestep in each quarter of the schedule, its own noise
+    squares = []
+    for j in range(5):
+        t = (torch.arange(4) * 25 + torch.rand(4) * 25).long()
+        assert [int(v) // 25 for v in t] == [0, 1, 2, 3]
+        noise = torch.randn(4, 1, 2, 2)
+        x_t = obj.scheduler.add_noise(images[j : j + 1].expand(4, 1, 2, 2), noise, t)
+        pred = model.a[labels[j]] * x_t + model.b * t.view(-1, 1, 1, 1) / 1000
+        loss = ((pred - noise) ** 2).mean()
+        squares.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, [model.a, model.b])]) ** 2)
+    torch.testing.assert_close(torch.cat([fisher["a"], fisher["b"]]), torch.stack(squares).mean(0))
+
+
+def test_amnesia_on_a_toy_denoiser_moves_the_forget_label_and_ewc_holds_the_rest():
+    """Through the loop: the surrogate moves the forget label's coefficient; with a large EWC weight the shared
+    parameter moves less than without it (the Fisher of the shared parameter is large)."""
+    obj = _diffusion()
+    moved = {}
+    for lam in (0.0, 1e4):
+        torch.manual_seed(0)
+        model = TinyDenoiser(classes=4)
+        a0, b0 = model.a.detach().clone(), model.b.detach().clone()
+        terms = _toy_amnesia_terms(model, obj)
+        cfg = UnlearnConfig(method="amnesia", steps=20, lr=0.01, batch_size=8, ewc_lambda=lam, stop_at=None)
+        retain, forget = _labelled(8, 2, 2), _labelled(8, 1, 1)
+        res = unlearn(model, StandardTask(obj), retain, forget, cfg, terms=terms, progress=False)
+        assert res.status == "completed"
+        assert abs(float(model.a[1] - a0[1])) > 1e-3
+        moved[lam] = (float((model.b - b0).abs()), float((model.a[[0, 2, 3]] - a0[[0, 2, 3]]).abs().sum()))
+    assert moved[1e4][0] < moved[0.0][0] and moved[1e4][1] < moved[0.0][1]
+
+
 def test_diffusion_peers_run_on_the_mnist_dit_through_the_diffusion_objective():
-    """ESD, SalUn and SISS on a tiny MnistDiT (diffusers' DiTTransformer2DModel): the terms reach the model through
-    DiffusionObjective exactly as for the toy denoiser, and only parameters move (the DiT bundle is not on main yet)."""
+    """ESD, SalUn, SISS and Selective Amnesia on a tiny MnistDiT (diffusers' DiTTransformer2DModel): the terms reach
+    the model through DiffusionObjective exactly as for the toy denoiser (SA's pool from the DiT's own sampler)."""
     from genunlearn.methods import METHODS
-    from genunlearn.models.mnist_dit import MnistDiT, to_model_space
-    from genunlearn.objectives.peer_terms import diffusion_terms
+    from genunlearn.models.mnist_dit import MnistDiT, sample, to_model_space
     from tests.test_dit import _tiny
 
     dit = _tiny()
@@ -464,12 +567,27 @@ def test_diffusion_peers_run_on_the_mnist_dit_through_the_diffusion_objective():
     retain = (torch.rand(8, 784, generator=g), torch.tensor([0, 2, 3, 1, 0, 2, 3, 0]))
     forget_class = (torch.rand(4, 784, generator=g), torch.full((4,), 1))
     forget_samples = (torch.rand(4, 784, generator=g), torch.tensor([0, 2, 0, 3]))  # SISS: data unlearning
-    for method in ("esd", "salun", "siss"):
+
+    def generate(model, noise, labels):
+        return sample(model, labels, noise, steps=2).reshape(len(noise), -1)
+
+    for method in ("esd", "salun", "siss", "amnesia"):
         forget = forget_samples if method == "siss" else forget_class
         model = copy.deepcopy(dit)
         assert isinstance(model, MnistDiT)
         terms = diffusion_terms(
-            METHODS[method].terms, model, obj, num_classes=10, forget_classes=[1], n_data=12, n_forget=4
+            METHODS[method].terms,
+            model,
+            obj,
+            num_classes=10,
+            forget_classes=[1],
+            n_data=12,
+            n_forget=4,
+            generate=generate,
+            noise_shape=(1, 28, 28),
+            samples=4,
+            pool_samples=10,
+            fisher_timesteps=2,
         )
         before = [p.detach().clone() for p in model.parameters()]
         cfg = UnlearnConfig(method=method, steps=2, batch_size=4, stop_at=None)

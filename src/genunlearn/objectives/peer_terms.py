@@ -545,7 +545,8 @@ def diffusion_fisher(
 
     def per_sample(m: nn.Module, index: torch.Tensor) -> torch.Tensor:
         j = int(index.reshape(-1)[0])
-        x0 = objective._prepare(images[j : j + 1]).expand(timesteps, *images.shape[1:]).contiguous()
+        one = objective._prepare(images[j : j + 1])
+        x0 = one.expand(timesteps, *one.shape[1:]).contiguous()
         t = (torch.arange(timesteps, device=x0.device) * width + torch.rand(timesteps, device=x0.device) * width).long()
         t = t.clamp(max=n_t - 1)
         y = None if labels is None else labels[j : j + 1].expand(timesteps)
