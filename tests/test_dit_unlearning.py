@@ -430,3 +430,39 @@ def test_the_curve_figure_takes_runs_stopped_at_different_updates(tmp_path):
     }
     curves(tmp_path / "c.png", recs, 0.02)
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_dit_bench_measures_every_run_against_a_retrained_model(tiny_dit, tmp_path, capsys):
+    """--retrained: the retrained model measured like the original, and every run's distance to it (kept-label FID
+    between the two models' samples from identical noises, TV between their forget-label class histograms). The
+    original itself as the "retrained" model is at distance 0; a different model is not, and the TV in a record is
+    the TV of the two histograms that results.json holds. A record made without --retrained is not resumed with."""
+    from genunlearn.checkpoints import read_metadata, save_weights
+    from genunlearn.experiments.dit_bench import _tv
+    from genunlearn.models import load_model
+
+    other = load_model("mnist-dit", tiny_dit, device="cpu")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    other_path = save_weights(other, tmp_path / "other.safetensors", metadata=read_metadata(tiny_dit))
+    argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s", "--steps", "2"]
+    argv += ["--monitor-samples", "16", "--class-samples", "2", "--fid-samples", "40", "--sampler-steps", "2"]
+    code, stdout, err = run([*argv, "--retrained", str(tiny_dit), "--out", str(tmp_path / "same")], capsys)
+    assert code == 0, err
+    assert "| original (before unlearning) |" in stdout and "| retrained without label 1 (gold) |" in stdout
+    same = json.loads((tmp_path / "same" / "results.json").read_text())
+    assert same["original"]["to_retrained"] == {"tv_forget_label_to_retrained": 0.0, "fid_kept_to_retrained": 0.0}
+    assert same["retrained"]["class_counts"] == same["original"]["class_counts"]
+    code, stdout, err = run([*argv, "--retrained", str(other_path), "--out", str(tmp_path / "other")], capsys)
+    assert code == 0, err
+    res = json.loads((tmp_path / "other" / "results.json").read_text())
+    assert res["original"]["to_retrained"]["fid_kept_to_retrained"] > 0
+    assert res["retrained_file"]["sha256"] != same["retrained_file"]["sha256"]
+    rec = json.loads((tmp_path / "other" / "runs" / "s" / "seed0.json").read_text())
+    assert rec["fid_kept_to_retrained"] > 0
+    expected = _tv(rec["class_counts_final"], res["retrained"]["class_counts"])  # seed 0: the same monitor noises
+    assert rec["tv_forget_label_to_retrained"] == pytest.approx(expected)
+    assert "FID kept classes to retrained | label 1 histogram TV to retrained |" in stdout
+    code, _, err = run([*argv, "--out", str(tmp_path / "other")], capsys)  # without --retrained: refused
+    assert code == 2 and "retrained" in err and "another --out" in err

@@ -994,6 +994,13 @@ def _lora_bench_options(func):
     help="Train only the parameters these comma-separated patterns select (e.g. class_embedder: the label "
     "embeddings); default: all.",
 )
+@click.option(
+    "--retrained",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The DiT trained without the forget label (train dit --exclude-class): the gold standard; every run's "
+    "distance to it joins the table.",
+)
 @click.option("--ewc-lambda", type=click.FloatRange(min=0), default=None, help="amnesia: EWC weight (default 100).")
 @click.option("--replay-weight", type=click.FloatRange(min=0), default=None, help="amnesia: replay weight (default 1).")
 @click.option(
@@ -1032,6 +1039,7 @@ def bench_mnist_dit(
     lora_rank,
     lora_targets,
     trainable,
+    retrained,
     ewc_lambda,
     replay_weight,
     independent_classifier,
@@ -1067,6 +1075,7 @@ def bench_mnist_dit(
         "lora_rank": lora_rank,
         "lora_targets": _parse_str_list(lora_targets),
         "trainable": _parse_str_list(trainable),
+        "retrained": retrained,
         "ewc_lambda": ewc_lambda,
         "replay_weight": replay_weight,
         "independent_classifier": independent_classifier,

@@ -12,7 +12,11 @@ with every applicable method of the engine, over seeds, and measures what a user
 - with ``--independent-classifier``, a second MNIST classifier's reading of the very same final samples (the
   forget label's share still its own class and the target's share, the other labels' accuracy), for the original
   and every run: a forgetting claim holds only where both classifiers show it;
-- time per step (compute only) and, once per method, the peak memory of live tensors in one step.
+- time per step (compute only) and, once per method, the peak memory of live tensors in one step;
+- with ``--retrained FILE`` (a DiT trained without the forget label: ``genunlearn train dit --exclude-class``), the
+  gold standard of forgetting: that model measured like the original, and for every run its distance to it: the
+  FID between the two models' kept-label samples from identical noises and labels, and the total-variation
+  distance between the class histograms of their forget-label samples (identical monitor noises).
 
 Outputs in ``--out``: ``table.md``/``table.csv``, ``results.json`` (aggregates, per-class accuracies, provenance),
 ``runs/<method>/seed<k>.json`` (compact per-seed records with curves), ``figures/`` (before/after grids from
@@ -25,7 +29,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +98,7 @@ class DiTBenchSettings:
             tables); empty: every parameter (the paper's).
         ewc_lambda, replay_weight: ``amnesia``'s EWC weight lambda and replay weight gamma (the engine's defaults,
             100 and 1, are Selective Amnesia's MNIST values; what lambda means depends on the loss's scale).
+        retrained: weights of the same DiT trained without the forget label (the gold standard; ``None``: none).
         independent_classifier: weights of a second MNIST classifier that re-reads the final samples (``None``: the
             bundled classifier's readings only); a resume with another file (sha256) is refused, not its path.
         independent_classifier_sha256: that file's sha256 (filled in by the bench; a given one must match).
@@ -127,6 +133,7 @@ class DiTBenchSettings:
     trainable: tuple[str, ...] = ()
     ewc_lambda: float = 100.0
     replay_weight: float = 1.0
+    retrained: str | None = None
     independent_classifier: str | None = None
     independent_classifier_sha256: str | None = None
     independent_classifier_bn: bool | None = None
@@ -243,12 +250,18 @@ def independent_reading(
 
 
 def run_one(
-    session: UnlearnSession, method: str, s: DiTBenchSettings, seed: int, independent: Any | None = None
+    session: UnlearnSession,
+    method: str,
+    s: DiTBenchSettings,
+    seed: int,
+    independent: Any | None = None,
+    gold: Gold | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """One (method, seed): the JSON-able record and the model (with a LoRA adapter: merged into its weights).
 
     ``independent``: a second classifier (:func:`load_independent`) re-reading the final samples (after the timed
-    run, from the very same samples the session's classifier reads)."""
+    run, from the very same samples the session's classifier reads); ``gold``: the retrained model's references
+    (:class:`Gold`), whose distances to the final model join the record."""
     cfg = _config(method, s, seed)
     objective = _objective(s)
     monitor = session.monitor(seed)
@@ -298,7 +311,48 @@ def run_one(
     }
     if independent is not None:
         record.update(independent_reading(final_ind[0], accuracy_ind[0], s, kept, final=True))
+    if gold is not None:
+        record.update(gold.distances(session, model, seed, [final, *final_ind]))
     return record, model
+
+
+def _tv(a: Sequence[int], b: Sequence[int]) -> float:
+    """Total-variation distance between two class histograms (counts)."""
+    na, nb = sum(a), sum(b)
+    return 0.5 * sum(abs(x / na - y / nb) for x, y in zip(a, b, strict=True))
+
+
+@dataclass
+class Gold:
+    """The retrained model (trained without the forget label) and its references per seed, for distances.
+
+    Per seed: the class histogram of its forget-label samples from the monitor's noises (by the session's
+    classifier and, with one, the independent classifier) and its kept-label samples from the FID noises.
+    """
+
+    model: Any
+    others: list[Any]
+    fid_samples: int
+    _refs: dict[int, tuple[list[tuple[int, ...]], Any]] = field(default_factory=dict)
+
+    def reference(self, session: UnlearnSession, seed: int) -> tuple[list[tuple[int, ...]], Any]:
+        if seed not in self._refs:
+            readings = session.monitor(seed).measure_with(self.model, self.others)  # type: ignore[union-attr]
+            samples = session.samples(self.model, self.fid_samples, seed) if self.fid_samples else None
+            self._refs[seed] = ([r.class_counts for r in readings], samples)
+        return self._refs[seed]
+
+    def distances(self, session: UnlearnSession, model: Any, seed: int, readings: Sequence[Any]) -> dict[str, Any]:
+        """``model``'s distances to the retrained model on seed ``seed``'s noises; ``readings``: the model's
+        monitor readings (session classifier first, then the independent one's, as measured)."""
+        counts, gold_samples = self.reference(session, seed)
+        out: dict[str, Any] = {"tv_forget_label_to_retrained": _tv(readings[0].class_counts, counts[0])}
+        if len(readings) > 1 and len(counts) > 1:
+            out["tv_forget_label_to_retrained_independent"] = _tv(readings[1].class_counts, counts[1])
+        if gold_samples is not None:
+            samples = session.samples(model, self.fid_samples, seed)
+            out["fid_kept_to_retrained"] = session.fid_between(gold_samples, samples)
+        return out
 
 
 def step_memory(session: UnlearnSession, method: str, s: DiTBenchSettings) -> int:
@@ -382,6 +436,15 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], memory: 
                 "accuracy_target": _ms(acc_target),
                 **independent,
                 "fid_kept": _ms([r["fid_kept_final"] for r in recs]),
+                **{
+                    key: _ms([r.get(key) for r in recs])
+                    for key in (
+                        "fid_kept_to_retrained",
+                        "tv_forget_label_to_retrained",
+                        "tv_forget_label_to_retrained_independent",
+                    )
+                    if any(r.get(key) is not None for r in recs)
+                },
                 "time_per_step_s": _ms([r["time_per_step_s"] for r in recs]),
                 "peak_memory_mib": memory.get(method, 0) / 2**20 if memory.get(method) else None,
                 "per_seed_updates": [r["updates_to_unlearn"] for r in recs],
@@ -391,11 +454,18 @@ def aggregate(records: dict[str, list[dict]], original: dict[str, Any], memory: 
 
 
 def render_table(
-    rows: list[dict], original: dict[str, Any], s: DiTBenchSettings, title: str, audit: dict[str, Any] | None = None
+    rows: list[dict],
+    original: dict[str, Any],
+    s: DiTBenchSettings,
+    title: str,
+    audit: dict[str, Any] | None = None,
+    retrained: dict[str, Any] | None = None,
 ) -> str:
     """Markdown: one row per method (mean (std) over seeds), and the audit of the seed-0 models when ``OUT/audit``
     holds one (``genunlearn audit`` on ``runs/<method>/seed0.safetensors``). With an independent classifier
-    (``s.independent_classifier``) its readings of the same samples join as three more columns."""
+    (``s.independent_classifier``) its readings of the same samples join as three more columns; with a retrained
+    model (``retrained``: :func:`measure_reference` of it) the distances to it, and the original and the retrained
+    model as the first two rows."""
     f, t = original["forget"], original["target"]
     lo, hi = original["forget_fraction_ci"]
     indep = s.independent_classifier is not None
@@ -424,25 +494,81 @@ def render_table(
         "",
         f"| method | updates to < {s.threshold:g} | time to unlearn (s) | reached · held | {f} -> {f} after "
         f"| {f} -> {t} after | accuracy, other classes | accuracy, class {t} {ind_head}| FID kept classes "
-        "| time per step (ms) | peak memory (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if indep else ""),
+        f"{_gold_head(f, indep) if retrained else ''}| time per step (ms) | peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+        + ("---|---|---|" if indep else "")
+        + (("---|" * (3 if indep else 2)) if retrained else ""),
     ]
+    if retrained is not None:
+        out[2] += _retrained_note(retrained, original, s, indep)
+        out += _reference_rows(original, retrained, s, indep)
     for r in rows:
         mem = "—" if r["peak_memory_mib"] is None else f"{r['peak_memory_mib']:.1f}"
         ind = ""
         if indep:
             keys = ("forget_fraction_final", "target_share_final", "accuracy_other_classes_final")
             ind = "".join(f"| {_f(r.get(f'{k}_independent') or (None, None))} " for k in keys)
+        gold = ""
+        if retrained is not None:
+            keys = ("fid_kept_to_retrained", "tv_forget_label_to_retrained")
+            keys += ("tv_forget_label_to_retrained_independent",) if indep else ()
+            gold = "".join(f"| {_f(r.get(k) or (None, None), '.2f' if k.startswith('fid') else '.3f')} " for k in keys)
         out.append(
             f"| {r['label']} | {_f(r['updates_to_unlearn'], '.1f')} | {_f(r['time_to_unlearn_s'], '.2f')} "
             f"| {r['reached']}/{r['seeds']} · {r['held']}/{r['seeds']} | {_f(r['forget_fraction_final'])} "
             f"| {_f(r['target_share_final'])} | {_f(r['accuracy_other_classes'])} | {_f(r['accuracy_target'])} "
-            f"{ind}| {_f(r['fid_kept'], '.2f')} | {_f(r['time_per_step_s'], '.0f', 1e3)} | {mem} |"
+            f"{ind}| {_f(r['fid_kept'], '.2f')} {gold}| {_f(r['time_per_step_s'], '.0f', 1e3)} | {mem} |"
         )
     if audit is not None:
         entries = [{"entry": r["method"], "label": r["label"], "fidelity": True} for r in rows]
         out += ["", *render_audit_section(audit, entries)]
     return "\n".join(out).rstrip("\n")
+
+
+def _gold_head(f: int, indep: bool) -> str:
+    head = f"| FID kept classes to retrained | label {f} histogram TV to retrained "
+    return head + (f"| label {f} histogram TV to retrained, independent " if indep else "")
+
+
+def _retrained_note(retrained: dict[str, Any], original: dict[str, Any], s: DiTBenchSettings, indep: bool) -> str:
+    f = s.forget
+    hist = ", ".join(f"{c}: {n}" for c, n in enumerate(retrained["class_counts"]) if n)
+    return (
+        f" Gold standard: the DiT retrained without label {f} (`{s.retrained}`), measured like the original (first "
+        f"rows; its label-{f} samples are classified as {hist} of {retrained['monitor_n']}: the retrained model never "
+        f"saw label {f}, whose embedding keeps its initialisation). Distances to it, per seed on that seed's noises: "
+        f"the FID between the two models' samples of the kept labels ({s.fid_samples} samples, identical noises "
+        f"and labels; classifier features) and the total-variation distance between the class histograms of "
+        f"their label-{f} samples ({s.monitor_samples} monitor noises)"
+        + (", also by the independent classifier" if indep else "")
+        + ". A method that replaces the label by another digit is not aiming at the retrained model's label "
+        f"{f}: for it the histogram distance says how far that replacement is from 'never learned'."
+    )
+
+
+def _reference_rows(original: dict[str, Any], retrained: dict[str, Any], s: DiTBenchSettings, indep: bool) -> list[str]:
+    rows = []
+    to = original.get("to_retrained") or {}
+    for label, ref, dist in (
+        ("original (before unlearning)", original, to),
+        (f"retrained without label {s.forget} (gold)", retrained, None),
+    ):
+        ind = ""
+        if indep:
+            keys = ("forget_fraction", "target_share", "accuracy_other_classes")
+            ind = "".join(f"| {_opt(ref.get(f'{k}_independent'), '.3f')} " for k in keys)
+        if dist is None:
+            gold = "| 0 " * (3 if indep else 2)
+        else:
+            gold = f"| {_opt(dist.get('fid_kept_to_retrained'), '.2f')} "
+            gold += f"| {_opt(dist.get('tv_forget_label_to_retrained'), '.3f')} "
+            gold += f"| {_opt(dist.get('tv_forget_label_to_retrained_independent'), '.3f')} " if indep else ""
+        rows.append(
+            f"| {label} | — | — | — | {ref['forget_fraction']:.3f} | {ref['target_share']:.3f} "
+            f"| {ref['accuracy_other_classes']:.3f} | {ref['accuracy_target']:.3f} {ind}"
+            f"| {_opt(ref.get('fid_kept'), '.2f')} {gold}| — | — |"
+        )
+    return rows
 
 
 def _independent_note(original: dict[str, Any], s: DiTBenchSettings) -> str:
@@ -523,6 +649,34 @@ def _opt(v: float | None, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
+def measure_reference(
+    session: UnlearnSession, model: Any, s: DiTBenchSettings, independent: Any | None = None
+) -> dict[str, Any]:
+    """A model measured before any unlearning (the original, or the retrained gold standard): the forget label's
+    samples on seed 0's monitor noises, per-class accuracy, FID of the kept labels, the independent readings."""
+    others = [] if independent is None else [independent]
+    reading, *reading_ind = session.monitor(0).measure_with(model, others)  # type: ignore[union-attr]
+    acc0, *acc0_ind = session.class_accuracies(model, s.class_samples, seed=0, others=others)
+    kept = [str(c) for c in session.kept_classes if c != s.target]
+    ref = {
+        "forget": s.forget,
+        "target": s.target,
+        "kept_classes": list(session.kept_classes),
+        "forget_fraction": reading.fraction,
+        "forget_fraction_ci": list(wilson_interval(reading.count, reading.n)),
+        "monitor_n": reading.n,
+        "target_share": reading.class_counts[s.target] / reading.n,
+        "class_counts": list(reading.class_counts),
+        "class_accuracy": acc0,
+        "accuracy_other_classes": statistics.fmean(acc0["accuracy"][c] for c in kept),
+        "accuracy_target": acc0["accuracy"][str(s.target)],
+        "fid_kept": session.fid(model, s.fid_samples, 0)["fid_retain"] if s.fid_samples else None,
+    }
+    if independent is not None:
+        ref.update(independent_reading(reading_ind[0], acc0_ind[0], s, kept, final=False))
+    return ref
+
+
 def run_dit_bench(
     out: str | Path,
     *,
@@ -562,26 +716,13 @@ def run_dit_bench(
     independent = load_independent(session, s)
     others = [] if independent is None else [independent]
     original_model = session.fresh_model()
-    mon0 = session.monitor(0)
-    reading, *reading_ind = mon0.measure_with(original_model, others)
-    acc0, *acc0_ind = session.class_accuracies(original_model, s.class_samples, seed=0, others=others)
-    kept = [str(c) for c in session.kept_classes if c != s.target]
-    original = {
-        "forget": s.forget,
-        "target": s.target,
-        "kept_classes": list(session.kept_classes),
-        "forget_fraction": reading.fraction,
-        "forget_fraction_ci": list(wilson_interval(reading.count, reading.n)),
-        "monitor_n": reading.n,
-        "target_share": reading.class_counts[s.target] / reading.n,
-        "class_counts": list(reading.class_counts),
-        "class_accuracy": acc0,
-        "accuracy_other_classes": statistics.fmean(acc0["accuracy"][c] for c in kept),
-        "accuracy_target": acc0["accuracy"][str(s.target)],
-        "fid_kept": session.fid(original_model, s.fid_samples, 0)["fid_retain"] if s.fid_samples else None,
-    }
-    if independent is not None:
-        original.update(independent_reading(reading_ind[0], acc0_ind[0], s, kept, final=False))
+    original = measure_reference(session, original_model, s, independent)
+    gold = retrained = None
+    if s.retrained is not None:
+        gold = Gold(load_into(session.fresh_model(), s.retrained).eval(), others, s.fid_samples)
+        retrained = measure_reference(session, gold.model, s, independent)
+        mon0 = session.monitor(0)
+        original["to_retrained"] = gold.distances(session, original_model, 0, mon0.measure_with(original_model, others))
     memory = {m: step_memory(session, m, s) for m in chosen} if s.measure_memory else {}
     records: dict[str, list[dict]] = {}
     models_seed0: dict[str, Any] = {}
@@ -592,7 +733,7 @@ def run_dit_bench(
         if path.is_file():
             rec = read_seed_record(path)
         else:
-            rec, model = run_one(session, method, s, seed, independent)
+            rec, model = run_one(session, method, s, seed, independent, gold)
             write_seed_record(path, rec, {"forget_fraction": s.monitor_samples})
             if seed == 0:
                 save_weights(model, path.with_suffix(".safetensors"))
@@ -600,7 +741,7 @@ def run_dit_bench(
             models_seed0[method] = load_into(session.fresh_model(), path.with_suffix(".safetensors")).eval()
         records.setdefault(method, []).append(rec)
     rows = aggregate(records, original, memory)
-    table = render_table(rows, original, s, title, audit=read_bench_audit(out))
+    table = render_table(rows, original, s, title, audit=read_bench_audit(out), retrained=retrained)
     atomic_write_text(out / "table.md", table + "\n")
     atomic_write_csv(out / "table.csv", csv_rows(rows))
     atomic_write_text(
@@ -612,6 +753,8 @@ def run_dit_bench(
                 "checkpoint": checkpoint,
                 "independent_classifier": file_fingerprint(s.independent_classifier),
                 "original": original,
+                "retrained": retrained,
+                "retrained_file": file_fingerprint(s.retrained),
                 "peak_memory_bytes": memory,
                 "rows": rows,
                 "wall_time_this_session_s": time.perf_counter() - t0,

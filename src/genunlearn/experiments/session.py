@@ -326,18 +326,30 @@ class UnlearnSession:
             return self.data.subset(keep)
         return self.retain_data[0] if isinstance(self.retain_data, tuple) else self.retain_data
 
+    def _fid_metric(self, first: torch.Tensor) -> ClassifierFID:
+        """A FID metric on the session classifier's features, sized by one example ``first`` ``(1, ...)``."""
+        if self.classifier is None:
+            raise ConfigError("FID needs a classifier (its features)")
+        with torch.no_grad():
+            fn = getattr(self.classifier, "features", self.classifier)
+            width = int(fn(first.to(self.device)).reshape(1, -1).shape[1])
+        return ClassifierFID(self.classifier, num_features=width).to(self.device)
+
+    def fid_between(self, reference: torch.Tensor, generated: torch.Tensor) -> float:
+        """FID (the session classifier's features) between two sets of samples, e.g. an unlearned and a retrained
+        model's from identical inputs (:meth:`samples`)."""
+        metric = self._fid_metric(reference[:1])
+        metric.update_batches(reference, real=True)
+        metric.update_batches(generated, real=False)
+        return max(0.0, float(metric.compute()))  # identical sets: 0 up to rounding (which can go below 0)
+
     def _real_fid(self, key: str) -> ClassifierFID:
         if key not in self._fid:
-            if self.classifier is None:
-                raise ConfigError("FID needs a classifier (its features)")
             examples = self._fid_reference(key)
             first = batch_inputs(examples[:1] if isinstance(examples, torch.Tensor) else examples[0])
             if not isinstance(examples, torch.Tensor):
                 first = first.unsqueeze(0)
-            with torch.no_grad():
-                fn = getattr(self.classifier, "features", self.classifier)
-                width = int(fn(first.to(self.device)).reshape(1, -1).shape[1])
-            metric = ClassifierFID(self.classifier, num_features=width).to(self.device)
+            metric = self._fid_metric(first)
             if isinstance(examples, torch.Tensor):
                 metric.update_batches(examples, real=True)
             else:
