@@ -9,6 +9,7 @@ from generators seeded 70,000 + k, so they are reproducible and need not be comm
 is, and finished ones are skipped).
 
     python benchmarks/shadows.py --count 8 --epochs 25 --out runs/shadows --threads 1
+    python benchmarks/shadows.py --start 16 --count 16 --out runs/shadows-fresh   # shadows 16..31: other halves
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def half_ids(k: int, n: int = N_TRAIN) -> list[int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=8)
+    ap.add_argument("--start", type=int, default=0, help="index of the first shadow (its half is seeded 70,000 + k)")
     ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--out", default="runs/shadows")
     ap.add_argument("--threads", type=int, default=None)
@@ -41,7 +43,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for k in range(args.count):
+    for k in range(args.start, args.start + args.count):
         ids = out / f"half{k}.txt"
         if not ids.is_file():
             ids.write_text("\n".join(map(str, half_ids(k))) + "\n")
