@@ -97,6 +97,19 @@ def test_dit_through_the_cli_with_a_config_file(tiny_dit, tmp_path, capsys):
     assert isinstance(reloaded, MnistDiT) and reloaded.config.num_layers == 1
 
 
+def test_selective_amnesia_on_the_dit_through_the_cli(tiny_dit, tmp_path, capsys):
+    """`unlearn --method amnesia` on a class-conditional DiT: the session builds SA's diffusion terms (a pool from
+    the model's own sampler, its Fisher) and the run completes; the summary records the terms' setup time."""
+    argv = ["unlearn", "--model", "mnist-dit", "--checkpoint", str(tiny_dit), "--forget", "1", "--method", "amnesia"]
+    argv += ["--steps", "2", "--batch-size", "4", "--fisher-samples", "10", "--monitor-samples", "8", "--no-early-stop"]
+    argv += ["--loss-reduction", "mean", "--out", str(tmp_path / "sa"), "--quiet"]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "sa" / "summary.json").read_text())
+    assert summary["steps_run"] == 2 and summary["forget_fraction_final"] is not None
+    assert summary["terms_setup_s"] > 0  # the pool and the Fisher were built
+
+
 def test_quick_dit_bench_end_to_end_and_resume(tiny_dit, tmp_path, capsys):
     out = tmp_path / "bench"
     argv = ["bench", "mnist-dit", "--quick", "--checkpoint", str(tiny_dit), "--methods", "s,uno", "--steps", "2"]
