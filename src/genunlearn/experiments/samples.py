@@ -421,9 +421,13 @@ def render_overview(found: list[tuple[str, dict[str, Any]]]) -> str:
         cells = [_overview_cell(data, rows, key) for (_, data), rows in zip(found, by_entry, strict=True)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     s = found[0][1]["settings"]
+    seeds = {n: d["settings"]["seeds"] for n, d in found}
+    common = max(set(seeds.values()), key=list(seeds.values()).count)
+    other = [f"{n}: {k}" for n, k in seeds.items() if k != common]
+    seeds_text = f"{common} seeds" + (f" ({'; '.join(other)})" if other else "")
     legend = (
         "Each cell: ELBO gap (nats, test minus forget images) · LiRA AUC (forget images against "
-        f"{s['test_candidates']:,} test images; 0.5 = indistinguishable), means over {s['seeds']} seeds after "
+        f"{s['test_candidates']:,} test images; 0.5 = indistinguishable), means over {seeds_text} after "
         f"K = {s['steps']} updates; the retrained row is the mean of the retrained models. ✗: FID vs retained digits "
         "above 1.5x the original's (the model is damaged; its numbers say little); ⚠n: n seeds diverged (stopped, "
         "last good weights kept). Sets: " + ", ".join(names) + "."
