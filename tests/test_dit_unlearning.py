@@ -477,5 +477,7 @@ def test_dit_bench_measures_every_run_against_a_retrained_model(tiny_dit, tmp_pa
     expected = _tv(rec["class_counts_final"], res["retrained"]["class_counts"])  # seed 0: the same monitor noises
     assert rec["tv_forget_label_to_retrained"] == pytest.approx(expected)
     assert "FID kept classes to retrained | label 1 histogram TV to retrained |" in stdout
+    for figure in ("distance_to_retrained.png", "grid-retrained.png", "forget_label_histograms.png"):
+        assert (tmp_path / "other" / "figures" / figure).is_file(), figure
     code, _, err = run([*argv, "--out", str(tmp_path / "other")], capsys)  # without --retrained: refused
     assert code == 2 and "retrained" in err and "another --out" in err

@@ -1002,7 +1002,11 @@ def _dit_bench_outputs(results: Path, data: Mapping[str, Any]) -> list[Output]:
     from genunlearn.experiments.dit_bench import csv_rows, render_table, settings_from
 
     audit = read_bench_audit(results.parent)
-    table = render_table(data["rows"], data["original"], settings_from(dict(data)), data["title"], audit=audit) + "\n"
+    settings = settings_from(dict(data))
+    table = render_table(
+        data["rows"], data["original"], settings, data["title"], audit=audit, retrained=data.get("retrained")
+    )
+    table += "\n"
     return _table_outputs(results, table, csv_rows(data["rows"]))
 
 

@@ -53,15 +53,21 @@ def panels(n: int, cols: int, size: tuple[float, float] = (3.0, 3.2)) -> tuple[A
 
 
 def before_after_grid(
-    before: torch.Tensor, after: torch.Tensor, path: str | Path, *, title: str = "", rows: int = 10
+    before: torch.Tensor,
+    after: torch.Tensor,
+    path: str | Path,
+    *,
+    title: str = "",
+    rows: int = 10,
+    names: tuple[str, str] = ("original", "after unlearning"),
 ) -> Path:
-    """Two image grids side by side, generated from identical latents (paper figure 1). Grey images
+    """Two image grids side by side, generated from identical latents (paper figure 1), headed ``names``. Grey images
     ``(B, H*W)``, ``(B, H, W)`` or ``(B, 1, H, W)`` are drawn inverted (dark strokes on white, as the paper's MNIST
     figures); RGB images ``(B, 3, H, W)`` in [0, 1] as they are."""
     tiles = [_tile(before, rows), _tile(after, rows)]
     h, w = tiles[0].shape[:2]
     fig, axes = plt.subplots(1, 2, figsize=(10, 5 * h / w + 0.9))
-    for ax, tile, name in ((axes[0], tiles[0], "original"), (axes[1], tiles[1], "after unlearning")):
+    for ax, tile, name in ((axes[0], tiles[0], names[0]), (axes[1], tiles[1], names[1])):
         show_images(ax, tile)
         ax.set_title(name)
         ax.axis("off")

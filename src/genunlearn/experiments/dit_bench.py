@@ -766,7 +766,17 @@ def run_dit_bench(
             }
         ),
     )
-    dit_figures.make_all(out / "figures", session, records, original, models_seed0, s)
+    dit_figures.make_all(
+        out / "figures",
+        session,
+        records,
+        original,
+        models_seed0,
+        s,
+        rows,
+        retrained,
+        None if gold is None else gold.model,
+    )
     return {"rows": rows, "original": original, "table": table}
 
 

@@ -18,8 +18,9 @@ from genunlearn.eval.figures import before_after_grid
 
 
 @torch.no_grad()
-def grids(fig_dir: Path, session, models: dict[str, Any], s) -> None:
-    """One PNG per method: the original's and the unlearned model's samples, one row per class, same noise."""
+def grids(fig_dir: Path, session, models: dict[str, Any], s, retrained: Any | None = None) -> None:
+    """One PNG per method: the original's and the unlearned model's samples, one row per class, same noise; with a
+    ``retrained`` model also ``grid-retrained.png`` (the original against it)."""
     sampler = session.bundle.sampler
     g = torch.Generator().manual_seed(40_000)
     classes = sorted(set(session.data.labels.tolist()))
@@ -34,6 +35,15 @@ def grids(fig_dir: Path, session, models: dict[str, Any], s) -> None:
             fig_dir / f"grid-{method}.png",
             title=f"{method}: digit {s.forget} -> {s.target} (rows: labels 0-9; identical noise)",
             rows=len(classes),
+        )
+    if retrained is not None:
+        before_after_grid(
+            before,
+            sampler.generate(retrained, noise, labels=labels),
+            fig_dir / "grid-retrained.png",
+            title=f"the DiT retrained without label {s.forget} (rows: labels 0-9; identical noise)",
+            rows=len(classes),
+            names=("original", f"retrained without label {s.forget}"),
         )
 
 
@@ -57,8 +67,11 @@ def class_accuracy(path: Path, records: dict[str, list[dict]], original: dict[st
     plt.close(fig)
 
 
-def forget_histograms(path: Path, records: dict[str, list[dict]], original: dict[str, Any]) -> None:
-    """Classes the classifier sees in samples generated with the forget label: original vs after (seed 0)."""
+def forget_histograms(
+    path: Path, records: dict[str, list[dict]], original: dict[str, Any], retrained: dict[str, Any] | None = None
+) -> None:
+    """Classes the classifier sees in samples generated with the forget label: original vs after (seed 0), and the
+    retrained model's (same noises) when there is one."""
     n = len(records)
     cols = min(4, n)
     rows = math.ceil(n / cols)
@@ -67,8 +80,14 @@ def forget_histograms(path: Path, records: dict[str, list[dict]], original: dict
     for ax, (method, recs) in zip(axes.flat, records.items(), strict=False):
         after = np.array(recs[0]["class_counts_final"]) / max(1, sum(recs[0]["class_counts_final"]))
         x = np.arange(len(before))
-        ax.bar(x - 0.2, before, 0.4, color="#9e9e9e", label="original")
-        ax.bar(x + 0.2, after, 0.4, color="#1565c0", label="after")
+        if retrained is None:
+            ax.bar(x - 0.2, before, 0.4, color="#9e9e9e", label="original")
+            ax.bar(x + 0.2, after, 0.4, color="#1565c0", label="after")
+        else:
+            gold = np.array(retrained["class_counts"]) / max(1, sum(retrained["class_counts"]))
+            ax.bar(x - 0.28, before, 0.28, color="#9e9e9e", label="original")
+            ax.bar(x, after, 0.28, color="#1565c0", label="after")
+            ax.bar(x + 0.28, gold, 0.28, color="#2e7d32", label="retrained")
         ax.set_title(method, fontsize=9)
         ax.set_xticks(x)
     for ax in list(axes.flat)[n:]:
@@ -103,11 +122,55 @@ def curves(path: Path, records: dict[str, list[dict]], threshold: float) -> None
     plt.close(fig)
 
 
-def make_all(fig_dir: Path, session, records, original, models_seed0, s) -> None:
-    """Every DiT bench figure into ``fig_dir``."""
+def gold_distances(path: Path, rows: list[dict], original: dict[str, Any]) -> None:
+    """Two panels: each method's FID to the retrained model (kept labels) and TV of its forget-label histogram to the
+    retrained model's (mean and std over seeds), the original's distances as dashed lines."""
+    rows = [r for r in rows if r.get("fid_kept_to_retrained")]
+    if not rows:
+        return
+    to = original.get("to_retrained") or {}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8))
+    y = np.arange(len(rows))
+    for ax, key, xlabel in (
+        (axes[0], "fid_kept_to_retrained", "FID to the retrained model, kept labels (lower = closer)"),
+        (
+            axes[1],
+            "tv_forget_label_to_retrained",
+            f"TV of label {original['forget']}'s class histogram to the retrained",
+        ),
+    ):
+        means = [r[key][0] for r in rows]
+        stds = [r[key][1] or 0.0 for r in rows]
+        ax.barh(y, means, xerr=stds, color="#1565c0")
+        if to.get(key) is not None:
+            ax.axvline(to[key], color="#c62828", ls="--", label="original")
+            ax.legend(fontsize=8)
+        ax.set_yticks(y, [r["method"] for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel(xlabel, fontsize=9)
+    fig.suptitle("Distance to the DiT retrained without the forget label (0 = the gold standard)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def make_all(
+    fig_dir: Path,
+    session,
+    records,
+    original,
+    models_seed0,
+    s,
+    rows: list[dict] | None = None,
+    retrained: dict[str, Any] | None = None,
+    retrained_model: Any | None = None,
+) -> None:
+    """Every DiT bench figure into ``fig_dir`` (with a retrained model: its histogram, grid and the distances)."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     class_accuracy(fig_dir / "class_accuracy.png", records, original)
-    forget_histograms(fig_dir / "forget_label_histograms.png", records, original)
+    forget_histograms(fig_dir / "forget_label_histograms.png", records, original, retrained)
     curves(fig_dir / "forget_fraction.png", records, s.threshold)
-    if models_seed0:
-        grids(fig_dir, session, models_seed0, s)
+    if retrained is not None and rows:
+        gold_distances(fig_dir / "distance_to_retrained.png", rows, original)
+    if models_seed0 or retrained_model is not None:
+        grids(fig_dir, session, models_seed0, s, retrained_model)
