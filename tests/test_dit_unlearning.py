@@ -479,5 +479,8 @@ def test_dit_bench_measures_every_run_against_a_retrained_model(tiny_dit, tmp_pa
     assert "FID kept classes to retrained | label 1 histogram TV to retrained |" in stdout
     for figure in ("distance_to_retrained.png", "grid-retrained.png", "forget_label_histograms.png"):
         assert (tmp_path / "other" / "figures" / figure).is_file(), figure
+    missing = ["--retrained", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "x")]
+    code, _, err = run([*argv, *missing], capsys)
+    assert code == 2 and "retrained model not found" in err and len(err.strip().splitlines()) == 1
     code, _, err = run([*argv, "--out", str(tmp_path / "other")], capsys)  # without --retrained: refused
     assert code == 2 and "retrained" in err and "another --out" in err

@@ -996,7 +996,7 @@ def _lora_bench_options(func):
 )
 @click.option(
     "--retrained",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(dir_okay=False),
     default=None,
     help="The DiT trained without the forget label (train dit --exclude-class): the gold standard; every run's "
     "distance to it joins the table.",

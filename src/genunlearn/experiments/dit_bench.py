@@ -702,6 +702,8 @@ def run_dit_bench(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     s = resolve_independent(settings)
+    if s.retrained is not None and not Path(s.retrained).is_file():
+        raise ConfigError(f"retrained model not found: {s.retrained} (genunlearn train dit --exclude-class ...)")
     title = title or f"MNIST DiT: replace digit {s.forget} by {s.target}"
     for method in chosen:  # before any work: a resume with other settings is refused, not mixed in
         for seed in range(s.seeds):
