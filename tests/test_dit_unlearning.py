@@ -451,7 +451,7 @@ def test_dit_bench_measures_every_run_against_a_retrained_model(tiny_dit, tmp_pa
     original itself as the "retrained" model is at distance 0; a different model is not, and the TV in a record is
     the TV of the two histograms that results.json holds. A record made without --retrained is not resumed with."""
     from genunlearn.checkpoints import read_metadata, save_weights
-    from genunlearn.experiments.dit_bench import _tv
+    from genunlearn.eval.collateral import histogram_tv
     from genunlearn.models import load_model
 
     other = load_model("mnist-dit", tiny_dit, device="cpu")
@@ -474,7 +474,8 @@ def test_dit_bench_measures_every_run_against_a_retrained_model(tiny_dit, tmp_pa
     assert res["retrained_file"]["sha256"] != same["retrained_file"]["sha256"]
     rec = json.loads((tmp_path / "other" / "runs" / "s" / "seed0.json").read_text())
     assert rec["fid_kept_to_retrained"] > 0
-    expected = _tv(rec["class_counts_final"], res["retrained"]["class_counts"])  # seed 0: the same monitor noises
+    # seed 0: the run's final histogram and the retrained model's, on the same monitor noises
+    expected = histogram_tv(rec["class_counts_final"], res["retrained"]["class_counts"])
     assert rec["tv_forget_label_to_retrained"] == pytest.approx(expected)
     assert "FID kept classes to retrained | label 1 histogram TV to retrained |" in stdout
     for figure in ("distance_to_retrained.png", "grid-retrained.png", "forget_label_histograms.png"):

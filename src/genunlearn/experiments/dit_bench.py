@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from genunlearn.checkpoints import atomic_write_csv, atomic_write_text, load_into, save_weights
 from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
 from genunlearn.errors import ConfigError
+from genunlearn.eval.collateral import histogram_tv
 from genunlearn.eval.memory import peak_live_tensor_bytes
 from genunlearn.eval.monitor import wilson_interval
 from genunlearn.experiments.bench import first_below, held_below, read_bench_audit, render_audit_section, stays_below
@@ -312,14 +313,8 @@ def run_one(
     if independent is not None:
         record.update(independent_reading(final_ind[0], accuracy_ind[0], s, kept, final=True))
     if gold is not None:
-        record.update(gold.distances(session, model, seed, [final, *final_ind]))
+        record.update(gold.distances(session, model, seed, [r.class_counts for r in (final, *final_ind)]))
     return record, model
-
-
-def _tv(a: Sequence[int], b: Sequence[int]) -> float:
-    """Total-variation distance between two class histograms (counts)."""
-    na, nb = sum(a), sum(b)
-    return 0.5 * sum(abs(x / na - y / nb) for x, y in zip(a, b, strict=True))
 
 
 @dataclass
@@ -342,13 +337,16 @@ class Gold:
             self._refs[seed] = ([r.class_counts for r in readings], samples)
         return self._refs[seed]
 
-    def distances(self, session: UnlearnSession, model: Any, seed: int, readings: Sequence[Any]) -> dict[str, Any]:
-        """``model``'s distances to the retrained model on seed ``seed``'s noises; ``readings``: the model's
-        monitor readings (session classifier first, then the independent one's, as measured)."""
+    def distances(
+        self, session: UnlearnSession, model: Any, seed: int, histograms: Sequence[Sequence[int]]
+    ) -> dict[str, Any]:
+        """``model``'s distances to the retrained model on seed ``seed``'s noises; ``histograms``: the class counts of
+        the model's forget-label samples on those monitor noises, as already measured (session classifier first,
+        then the independent one's)."""
         counts, gold_samples = self.reference(session, seed)
-        out: dict[str, Any] = {"tv_forget_label_to_retrained": _tv(readings[0].class_counts, counts[0])}
-        if len(readings) > 1 and len(counts) > 1:
-            out["tv_forget_label_to_retrained_independent"] = _tv(readings[1].class_counts, counts[1])
+        out: dict[str, Any] = {"tv_forget_label_to_retrained": histogram_tv(histograms[0], counts[0])}
+        if len(histograms) > 1 and len(counts) > 1:
+            out["tv_forget_label_to_retrained_independent"] = histogram_tv(histograms[1], counts[1])
         if gold_samples is not None:
             samples = session.samples(model, self.fid_samples, seed)
             out["fid_kept_to_retrained"] = session.fid_between(gold_samples, samples)
@@ -723,8 +721,8 @@ def run_dit_bench(
     if s.retrained is not None:
         gold = Gold(load_into(session.fresh_model(), s.retrained).eval(), others, s.fid_samples)
         retrained = measure_reference(session, gold.model, s, independent)
-        mon0 = session.monitor(0)
-        original["to_retrained"] = gold.distances(session, original_model, 0, mon0.measure_with(original_model, others))
+        histograms = [original["class_counts"]] + ([original["class_counts_independent"]] if independent else [])
+        original["to_retrained"] = gold.distances(session, original_model, 0, histograms)  # seed 0's readings above
     memory = {m: step_memory(session, m, s) for m in chosen} if s.measure_memory else {}
     records: dict[str, list[dict]] = {}
     models_seed0: dict[str, Any] = {}
