@@ -160,17 +160,10 @@ class Gold:
         self._fid: list[ClassifierFID] = []
         for path, model in zip(retrained, self.models, strict=True):
             m = self.measure(model)
-            metric = self._metric(m["samples"])
+            metric = self.session.fid_metric(m["samples"][:1])
             metric.update_batches(m["samples"], real=True)
             self._fid.append(metric)
             self.retrained.append({"path": path, "sha256": file_fingerprint(path)["sha256"], **m})  # type: ignore[index]
-
-    def _metric(self, example: torch.Tensor) -> ClassifierFID:
-        clf = self.session.classifier
-        assert clf is not None
-        with torch.no_grad():
-            width = int(getattr(clf, "features", clf)(example[:1]).reshape(1, -1).shape[1])
-        return ClassifierFID(clf, num_features=width).to(self.session.device)
 
     @torch.no_grad()
     def measure(self, model: nn.Module) -> dict[str, Any]:

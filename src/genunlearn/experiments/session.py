@@ -326,8 +326,9 @@ class UnlearnSession:
             return self.data.subset(keep)
         return self.retain_data[0] if isinstance(self.retain_data, tuple) else self.retain_data
 
-    def _fid_metric(self, first: torch.Tensor) -> ClassifierFID:
-        """A FID metric on the session classifier's features, sized by one example ``first`` ``(1, ...)``."""
+    def fid_metric(self, first: torch.Tensor) -> ClassifierFID:
+        """A FID metric on the session classifier's features, sized by one example ``first`` ``(1, ...)`` (its real
+        statistics survive ``reset()``: feed a reference once, then compare many generated sets)."""
         if self.classifier is None:
             raise ConfigError("FID needs a classifier (its features)")
         with torch.no_grad():
@@ -338,7 +339,7 @@ class UnlearnSession:
     def fid_between(self, reference: torch.Tensor, generated: torch.Tensor) -> float:
         """FID (the session classifier's features) between two sets of samples, e.g. an unlearned and a retrained
         model's from identical inputs (:meth:`samples`)."""
-        metric = self._fid_metric(reference[:1])
+        metric = self.fid_metric(reference[:1])
         metric.update_batches(reference, real=True)
         metric.update_batches(generated, real=False)
         return max(0.0, float(metric.compute()))  # identical sets: 0 up to rounding (which can go below 0)
@@ -349,7 +350,7 @@ class UnlearnSession:
             first = batch_inputs(examples[:1] if isinstance(examples, torch.Tensor) else examples[0])
             if not isinstance(examples, torch.Tensor):
                 first = first.unsqueeze(0)
-            metric = self._fid_metric(first)
+            metric = self.fid_metric(first)
             if isinstance(examples, torch.Tensor):
                 metric.update_batches(examples, real=True)
             else:
