@@ -678,14 +678,14 @@ def diffusion_terms(
         device = next(original.parameters()).device
     out: dict[str, Any] = {}
     pool: tuple[torch.Tensor, torch.Tensor] | None = None
-    frozen: nn.Module | None = None
     if {"replay", "ewc"} & set(names):
         if generate is None or noise_shape is None:
             raise ConfigError(
                 "Selective Amnesia's replay and EWC terms on a diffusion model need its sampler (a model with one)"
             )
-        frozen = frozen_copy(original)
-        pool = generate_pool(generate, frozen, noise_shape, num_classes, pool_samples, seed=seed, device=device)
+        pool = generate_pool(
+            generate, frozen_copy(original), noise_shape, num_classes, pool_samples, seed=seed, device=device
+        )
     for name in names:
         if name == "relabel":
             out[name] = DiffusionRelabel(objective, num_classes, forget_classes)
