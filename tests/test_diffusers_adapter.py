@@ -99,3 +99,42 @@ def test_latent_sampler_is_deterministic_given_noise(tiny_pipeline):
     labels = torch.tensor([0, 2])
     a, b = sampler.generate(s.fresh_model(), z, labels=labels), sampler.generate(s.fresh_model(), z, labels=labels)
     assert a.shape == (2, 3, 8, 8) and torch.equal(a, b) and float(a.min()) >= 0 and float(a.max()) <= 1
+
+
+def test_lora_on_a_diffusers_pipeline_merged_and_as_adapter(tiny_pipeline, tmp_path, capsys):
+    """A LoRA adapter on the pipeline's attention: ``--merge`` writes a diffusers transformer in which only the
+    adapted layers changed; without it the adapter (peft's format) loads onto the original pipeline and, merged,
+    gives exactly the transformer the ``--merge`` run wrote (same seed, same run)."""
+    from diffusers import DiTTransformer2DModel
+
+    from genunlearn.config import DataConfig, ModelConfig, MonitorConfig
+    from genunlearn.experiments.session import UnlearnSession
+    from genunlearn.lora import load_adapter
+
+    argv = ["unlearn", "--model", f"diffusers:{tiny_pipeline / 'pipe'}", "--data-dir", str(tiny_pipeline / "images")]
+    argv += ["--forget", "1", "--replace-with", "2", "--method", "s", "--steps", "3", "--batch-size", "4"]
+    argv += ["--lr", "1e-2", "--adapter", "lora", "--rank", "2", "--target-modules", "to_q,to_k,to_v", "--quiet"]
+    code, _, err = run([*argv, "--merge", "--out", str(tmp_path / "merged")], capsys)
+    assert code == 0, err
+    code, _, err = run([*argv, "--out", str(tmp_path / "adapter")], capsys)
+    assert code == 0, err
+
+    before = DiTTransformer2DModel.from_pretrained(tiny_pipeline / "pipe" / "transformer").state_dict()
+    after = DiTTransformer2DModel.from_pretrained(tmp_path / "merged" / "transformer").state_dict()
+    assert after.keys() == before.keys()  # a plain diffusers transformer: no LoRA matrices left
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.rsplit(".", 2)[-2] in ("to_q", "to_k", "to_v") for k in changed), changed
+
+    assert (tmp_path / "adapter" / "adapter" / "adapter_config.json").is_file()
+    assert not (tmp_path / "adapter" / "transformer").exists()
+    session = UnlearnSession(
+        ModelConfig(name=f"diffusers:{tiny_pipeline / 'pipe'}"),
+        DataConfig(data_dir=str(tiny_pipeline / "images"), forget=(1,), replace_with=(2,)),
+        MonitorConfig(),
+        device="cpu",
+    )
+    loaded = load_adapter(session.fresh_model(), tmp_path / "adapter" / "adapter", merge=True)
+    state = loaded.transformer.state_dict()
+    assert state.keys() == after.keys()
+    for k in after:
+        torch.testing.assert_close(state[k], after[k], rtol=1e-6, atol=1e-7, msg=k)
