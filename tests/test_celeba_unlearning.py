@@ -113,11 +113,13 @@ def test_quick_celeba_bench(tiny_celeba, tmp_path, capsys):
     argv += [str(tiny_celeba / "data"), "--checkpoint", str(tiny_celeba / "vae.safetensors")]
     argv += ["--classifier-checkpoint", str(tiny_celeba / "clf.safetensors")]
     argv += ["--independent-classifier", str(tiny_celeba / "clf.safetensors"), "--fid-samples", "16"]
+    argv += ["--monitor-samples", "24"]
     code, stdout, err = run([*argv, "--lr", "1e-4", "--batch-size", "8", "--out", str(out)], capsys)
     assert code == 0, err
     assert "forget Male" in stdout and "What else changed" in stdout and "| REP" in stdout
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["lr"] == 1e-4 and results["settings"]["batch_size"] == 8
+    assert results["settings"]["monitor_samples"] == 24 and "monitor 24 latents" in stdout
     assert "lr 0.0001, batch 8" in stdout
     row = results["rows"][0]
     assert row["forget_fraction_final"][0] == pytest.approx(row["forget_fraction_final_independent"][0])
@@ -215,3 +217,25 @@ def test_audit_of_a_face_vae(tiny_celeba, tmp_path, capsys):
     assert by_name["same"]["prior"] == by_name["original"]["prior"]
     code, _, err = run([*argv[:-2], "--forget-attr", "Bald", "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "unknown attribute 'Bald'" in err
+
+
+def test_grid_latents_lead_with_faces_that_show_the_feature(tiny_celeba):
+    """The before/after grids start with faces the original draws with the (possibly rare) feature."""
+    from genunlearn.adapters import eval_mode
+    from genunlearn.experiments.celeba_figures import grid_latents
+
+    s = _session(tiny_celeba)
+    model, clf = s.fresh_model(), s.bundle.info["attribute_classifier"]
+    male = s.bundle.info["dataset"].attribute_index("Male")
+    pool = s.bundle.sampler.draw(64, torch.Generator().manual_seed(50_000))
+    with torch.no_grad(), eval_mode(model):
+        faces = model.decode(pool)
+        clf.fc2.bias[male] -= clf(faces)[:, male].quantile(0.9)  # the monitor calls ~10% of the pool Male
+        pool_called = s.classifier(faces).argmax(1).bool()
+    z, k = grid_latents(s, n=6, pool=64)
+    with torch.no_grad(), eval_mode(model):
+        called = s.classifier(model.decode(z)).argmax(1).bool()
+    assert 0 < int(pool_called.sum()) < 64 - 6
+    assert z.shape == (6, 8) and k == min(3, int(pool_called.sum()))
+    assert called[:k].all() and not called[k:].any()
+    assert torch.equal(z[0], pool[torch.nonzero(pool_called).flatten()[0]])  # in the pool's order

@@ -1243,6 +1243,12 @@ def _celeba_model_options(func):
 @click.option("--steps", type=int, default=None, help="Cap on updates (default 200; the paper's K is 659).")
 @click.option("--threshold", type=float, default=None, help="Forgotten below this share (default 0.05).")
 @click.option("--monitor-every", type=int, default=None, help="Updates between monitor readings (default 5).")
+@click.option(
+    "--monitor-samples",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Latents per monitor reading (default 1024; more for a rare feature such as eyeglasses).",
+)
 @click.option("--fid-samples", type=int, default=None, help="Default 2000.")
 @click.option(
     "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Adam learning rate (the paper's 1e-3)."
@@ -1263,6 +1269,7 @@ def bench_celeba64(
     steps,
     threshold,
     monitor_every,
+    monitor_samples,
     fid_samples,
     lr,
     batch_size,
@@ -1284,7 +1291,8 @@ def bench_celeba64(
     attrs = _parse_str_list(attributes)
     base = CelebABenchSettings.quick() if quick else CelebABenchSettings()
     given = {"seeds": seeds, "steps": steps, "threshold": threshold, "monitor_every": monitor_every}
-    given.update(fid_samples=fid_samples, framing=framing, lr=lr, batch_size=batch_size, lora_rank=lora_rank)
+    given.update(monitor_samples=monitor_samples, fid_samples=fid_samples, framing=framing, lr=lr)
+    given.update(batch_size=batch_size, lora_rank=lora_rank)
     given.update(lora_targets=_parse_str_list(lora_targets))
     settings = replace(base, attributes=attrs, attr_mode=attr_mode, **{k: v for k, v in given.items() if v is not None})
     chosen = [m.strip() for m in methods.split(",")] if methods else None

@@ -18,9 +18,26 @@ from genunlearn.eval.figures import before_after_grid
 
 
 @torch.no_grad()
+def grid_latents(session, n: int = 18, pool: int = 1024) -> tuple[torch.Tensor, int]:
+    """The grids' latents: from a fixed pool (seed 50,000), the first ``n // 2`` whose face the original model draws
+    with the feature (by the monitor's classifier, eval mode), then the first latents without it, ``n`` in all.
+
+    A rare feature (eyeglasses: a few percent of the faces) would otherwise seldom appear among 18 random faces, so
+    the grid could not show what happened to it. Returns the latents and how many of them show the feature.
+    """
+    z = session.bundle.sampler.draw(pool, torch.Generator().manual_seed(50_000)).to(session.device)
+    original = session.fresh_model()
+    with eval_mode(original):
+        has = torch.cat([session.classifier(original.decode(c)).argmax(1).bool() for c in z.split(256)])
+    with_feature = torch.nonzero(has).flatten()[: n // 2]
+    without = torch.nonzero(~has).flatten()[: n - len(with_feature)]
+    return z[torch.cat([with_feature, without])], len(with_feature)
+
+
 def grids(fig_dir: Path, session, models: dict[str, Any], s, n: int = 18) -> None:
-    """One PNG per method: 18 faces of the original and of the unlearned model from the same latents."""
-    z = session.bundle.sampler.draw(n, torch.Generator().manual_seed(50_000)).to(session.device)
+    """One PNG per method: ``n`` faces of the original and of the unlearned model from the same latents, the first
+    of them faces the original draws with the feature (:func:`grid_latents`)."""
+    z, k = grid_latents(session, n)
     original = session.fresh_model()
     with eval_mode(original):
         before = original.decode(z)
@@ -28,7 +45,8 @@ def grids(fig_dir: Path, session, models: dict[str, Any], s, n: int = 18) -> Non
     for method, model in models.items():
         with eval_mode(model):
             after = model.decode(z)
-        before_after_grid(before, after, fig_dir / f"grid-{method}.png", title=f"{method}: forget {feat}", rows=3)
+        title = f"{method}: forget {feat} (the first {k} faces: the original's called {feat})"
+        before_after_grid(before, after, fig_dir / f"grid-{method}.png", title=title, rows=3)
 
 
 def attribute_rates(path: Path, records: dict[str, list[dict]], original: dict[str, Any], s) -> None:
