@@ -232,7 +232,7 @@ def test_grid_latents_lead_with_faces_that_show_the_feature(tiny_celeba):
         faces = model.decode(pool)
         clf.fc2.bias[male] -= clf(faces)[:, male].quantile(0.9)  # the monitor calls ~10% of the pool Male
         pool_called = s.classifier(faces).argmax(1).bool()
-    z, k = grid_latents(s, n=6, pool=64)
+    z, k = grid_latents(s, model, n=6, pool=64)
     with torch.no_grad(), eval_mode(model):
         called = s.classifier(model.decode(z)).argmax(1).bool()
     assert 0 < int(pool_called.sum()) < 64 - 6

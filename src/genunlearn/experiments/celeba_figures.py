@@ -18,15 +18,14 @@ from genunlearn.eval.figures import before_after_grid
 
 
 @torch.no_grad()
-def grid_latents(session, n: int = 18, pool: int = 1024) -> tuple[torch.Tensor, int]:
-    """The grids' latents: from a fixed pool (seed 50,000), the first ``n // 2`` whose face the original model draws
-    with the feature (by the monitor's classifier, eval mode), then the first latents without it, ``n`` in all.
+def grid_latents(session, original: torch.nn.Module, n: int = 18, pool: int = 1024) -> tuple[torch.Tensor, int]:
+    """The grids' latents: from a fixed pool (seed 50,000), the first ``n // 2`` whose face the ``original`` model
+    draws with the feature (by the monitor's classifier, eval mode), then the first latents without it, ``n`` in all.
 
     A rare feature (eyeglasses: a few percent of the faces) would otherwise seldom appear among 18 random faces, so
     the grid could not show what happened to it. Returns the latents and how many of them show the feature.
     """
     z = session.bundle.sampler.draw(pool, torch.Generator().manual_seed(50_000)).to(session.device)
-    original = session.fresh_model()
     with eval_mode(original):
         has = torch.cat([session.classifier(original.decode(c)).argmax(1).bool() for c in z.split(256)])
     with_feature = torch.nonzero(has).flatten()[: n // 2]
@@ -37,8 +36,8 @@ def grid_latents(session, n: int = 18, pool: int = 1024) -> tuple[torch.Tensor, 
 def grids(fig_dir: Path, session, models: dict[str, Any], s, n: int = 18) -> None:
     """One PNG per method: ``n`` faces of the original and of the unlearned model from the same latents, the first
     of them faces the original draws with the feature (:func:`grid_latents`)."""
-    z, k = grid_latents(session, n)
     original = session.fresh_model()
+    z, k = grid_latents(session, original, n)
     with eval_mode(original):
         before = original.decode(z)
     feat = ("|" if s.attr_mode == "any" else "&").join(s.attributes)
